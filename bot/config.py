@@ -1,0 +1,173 @@
+"""Settings from the environment, validated once at start-up."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def normalise_serial(serial: str) -> str:
+    """A CA serial as PAM360 shows it: lower-case hex, no colons or spaces, no 0x."""
+    cleaned = serial.strip().replace(":", "").replace(" ", "").lower()
+    cleaned = cleaned.removeprefix("0x")
+    if not cleaned or not re.fullmatch(r"[0-9a-f]+", cleaned):
+        raise ValueError(f"{serial!r} is not a hexadecimal serial number")
+    return cleaned
+
+
+def split_ids(value: Any) -> Any:
+    """Comma- or space-separated Slack IDs into a list; lists pass through."""
+    if isinstance(value, str):
+        return [part for part in re.split(r"[,\s]+", value) if part]
+    return value
+
+
+def parse_catalog(value: Any) -> Any:
+    """`cn=serial,cn=serial` or a JSON object into {cn: serial}."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    catalog: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, serial = entry.rpartition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"entry {entry!r} is not cn=serial")
+        catalog[name.strip()] = serial
+    return catalog
+
+
+class Settings(BaseSettings):
+    """Every variable of the contract. `Settings()` reads the environment;
+    `Settings.model_validate({...})` builds one from values alone (demo, tests)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    pam360_url: str
+    pam360_authtoken: SecretStr
+    pam360_org: str | None = None
+    pam360_ca_bundle: Path | None = None
+    pam360_timeout: float = Field(default=30.0, gt=0, le=600)
+
+    signcsr_approvers: Annotated[list[str], NoDecode]
+    signcsr_requesters: Annotated[list[str], NoDecode] = []
+    signcsr_approval_channel: str | None = None
+    signcsr_self_approval: bool = True
+    signcsr_roots: Annotated[dict[str, str], NoDecode] = {}
+    signcsr_pending_hours: float = Field(default=72.0, gt=0)
+    signcsr_default_days: int = Field(default=365, ge=1)
+    signcsr_max_days: int = Field(default=825, ge=1)
+    signcsr_max_intermediate_days: int = Field(default=1825, ge=1)
+    signcsr_database: str = "sqlite:///signcsr.db"
+    signcsr_command: str = "/signcsr"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token_shape(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("pam360_url")
+    @classmethod
+    def _pam360_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be a URL such as https://pam360.example.com:8282")
+        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+            raise ValueError("must use https: the AUTHTOKEN must not cross the network in clear")
+        return value.strip().rstrip("/")
+
+    @field_validator("pam360_ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            value.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        return value
+
+    @field_validator("signcsr_approvers", "signcsr_requesters", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        return split_ids(value)
+
+    @field_validator("signcsr_approvers", "signcsr_requesters")
+    @classmethod
+    def _slack_ids(cls, value: list[str]) -> list[str]:
+        wrong = [item for item in value if not SLACK_ID.match(item)]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} is not a Slack user (U…, W…) or group (S…) ID")
+        return value
+
+    @field_validator("signcsr_approvers")
+    @classmethod
+    def _some_approver(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one approver")
+        return value
+
+    @field_validator("signcsr_roots", mode="before")
+    @classmethod
+    def _parse_catalog(cls, value: Any) -> Any:
+        return parse_catalog(value)
+
+    @field_validator("signcsr_roots")
+    @classmethod
+    def _normalise_catalog(cls, value: dict[str, str]) -> dict[str, str]:
+        return {name: normalise_serial(serial) for name, serial in value.items()}
+
+    @field_validator("signcsr_command")
+    @classmethod
+    def _command_name(cls, value: str) -> str:
+        if not re.fullmatch(r"/[a-z0-9_-]{1,31}", value):
+            raise ValueError("must look like /signcsr")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming the variable at fault, without echoing secret values."""
+    error = exc.errors()[0]
+    variable = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+    if error["type"] == "missing":
+        return f"{variable} is required but not set"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{variable} is invalid: {message}"

@@ -1,0 +1,1 @@
+"""A PAM360 REST client: one transport, one method per endpoint."""

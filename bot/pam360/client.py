@@ -1,0 +1,289 @@
+"""PAM360's PKI REST API: a transport that owns the HTTP session, and one method per endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
+from urllib3.exceptions import NewConnectionError
+
+from bot.pam360.errors import (
+    AuthenticationRefused,
+    ConnectionFailed,
+    HTTPStatusError,
+    NotJSON,
+    OutcomeUnknown,
+    PAM360Failure,
+    PAM360Refused,
+    TimedOut,
+    TLSVerificationFailed,
+)
+from bot.pam360.models import CSREntry, CSRList, Signing, SignResult
+
+logger = logging.getLogger(__name__)
+
+API_PATH = "/api/pki/restapi/"
+# Statuses from a gateway (or a crashing PAM360) that say nothing about whether PAM360 acted.
+UNCLEAR_STATUSES = {500, 502, 504}
+AUTH_STATUSES = {401, 403}
+
+
+def nothing_was_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached PAM360, so sending it again is safe."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    if not isinstance(exc, requests.ConnectionError) or not exc.args:
+        return False
+    reason = getattr(exc.args[0], "reason", None)
+    return isinstance(reason, NewConnectionError)
+
+
+class Transport:
+    """Owns the session, base URL, AUTHTOKEN, TLS trust, timeout and the one response check."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: SecretStr | str,
+        *,
+        org: str | None = None,
+        ca_bundle: Path | None = None,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        retry_pause: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token if isinstance(token, SecretStr) else SecretStr(token)
+        self.org = org
+        # Passed on every call: a session-level `verify` loses to REQUESTS_CA_BUNDLE.
+        self._verify: str | bool = str(ca_bundle) if ca_bundle else True
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.retry_pause = retry_pause
+        self._session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"Transport(base_url={self.base_url!r}, org={self.org!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def url(self, operation: str) -> str:
+        return self.base_url + API_PATH + operation
+
+    def call(
+        self,
+        method: str,
+        operation: str,
+        *,
+        org: str | None = None,
+        once: bool = False,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Sends one request. Retries only failures that certainly sent nothing; `once` marks
+        a call that must never be repeated once it may have reached PAM360."""
+        url = self.url(operation)
+        headers = {"AUTHTOKEN": self._token.get_secret_value()}
+        if org or self.org:
+            headers["orgName"] = org or self.org or ""
+        send = self._fresh_sender() if once else self._session.request
+        for attempt in range(1, self.attempts + 1):
+            try:
+                logger.debug("PAM360 %s %s (attempt %d)", method, operation, attempt)
+                return send(
+                    method,
+                    url,
+                    headers=headers,
+                    timeout=self.timeout,
+                    verify=self._verify,
+                    **kwargs,
+                )
+            except requests.RequestException as exc:
+                error = self._translate(exc, url, once)
+                if not nothing_was_sent(exc) or attempt == self.attempts:
+                    raise error from None
+                if isinstance(exc, requests.exceptions.SSLError):
+                    raise error from None
+                logger.warning("PAM360 %s failed before sending; retrying: %s", operation, error)
+                time.sleep(self.retry_pause * attempt)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _fresh_sender(self) -> Callable[..., requests.Response]:
+        """A request function on a new connection: a pooled connection that the server has
+        already closed would fail after sending and leave a signCSR's outcome unknown."""
+
+        def send(method: str, url: str, **kwargs: Any) -> requests.Response:
+            with requests.Session() as session:
+                return session.request(method, url, **kwargs)
+
+        return send
+
+    def _translate(
+        self, exc: requests.RequestException, url: str, once: bool
+    ) -> PAM360Failure | OutcomeUnknown:
+        if isinstance(exc, requests.exceptions.SSLError):
+            return TLSVerificationFailed(self.base_url)
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return TimedOut(self.base_url, self.timeout)
+        if nothing_was_sent(exc):
+            return ConnectionFailed(self.base_url)
+        if once:
+            what = f"no answer came within {self.timeout:g} seconds"
+            if not isinstance(exc, requests.exceptions.Timeout):
+                what = "the connection was dropped"
+            return OutcomeUnknown(self.base_url, what)
+        if isinstance(exc, requests.exceptions.Timeout):
+            return TimedOut(self.base_url, self.timeout)
+        return ConnectionFailed(self.base_url)
+
+    def check(self, response: requests.Response, *, once: bool = False) -> dict[str, Any]:
+        """PAM360's JSON answer when its status is Success; our own error otherwise."""
+        if once and response.status_code in UNCLEAR_STATUSES:
+            raise OutcomeUnknown(self.base_url, f"HTTP {response.status_code} came back")
+        body = self._json_body(response)
+        result = body.get("result") if isinstance(body, dict) else None
+        status = str(result.get("status", "")) if isinstance(result, dict) else ""
+        message = str(result.get("message", "")) if isinstance(result, dict) else ""
+        if response.status_code in AUTH_STATUSES:
+            raise AuthenticationRefused(message)
+        if response.status_code >= 400:
+            if message:
+                raise PAM360Refused(message, status or str(response.status_code))
+            raise HTTPStatusError(self.base_url, response.status_code, response.reason or "")
+        if status.lower() != "success":
+            if "authtoken" in message.lower() or "authenticat" in message.lower():
+                raise AuthenticationRefused(message)
+            raise PAM360Refused(message, status or "no status")
+        return body
+
+    def _json_body(self, response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            if response.status_code in AUTH_STATUSES:
+                raise AuthenticationRefused() from None
+            if response.status_code >= 400 and "html" not in self._content_type(response):
+                raise HTTPStatusError(
+                    self.base_url, response.status_code, response.reason or ""
+                ) from None
+            raise NotJSON(
+                self.base_url, response.status_code, self._content_type(response)
+            ) from None
+        if not isinstance(body, dict):
+            raise NotJSON(self.base_url, response.status_code, self._content_type(response))
+        return body
+
+    @staticmethod
+    def _content_type(response: requests.Response) -> str:
+        return response.headers.get("Content-Type", "")
+
+
+def csr_common_name(pem: bytes) -> str:
+    """The name PAM360 lists a CSR under: its subject's CN, else its first DNS name."""
+    csr = x509.load_pem_x509_csr(pem)
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if names:
+        return str(names[0].value)
+    try:
+        sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ""
+    dns = sans.get_values_for_type(x509.DNSName)
+    return dns[0] if dns else ""
+
+
+def text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def input_data(details: dict[str, Any]) -> str:
+    """PAM360's INPUT_DATA: the operation's details wrapped as PAM360 expects, as JSON."""
+    return json.dumps({"operation": {"Details": details}}, ensure_ascii=False)
+
+
+class PAM360Client:
+    """The PAM360 endpoints this bot uses, each returning a typed answer."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def __repr__(self) -> str:
+        return f"PAM360Client({self.transport!r})"
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def sign_csr(self, signing: Signing, *, org: str | None = None) -> SignResult:
+        """POST signCSR, exactly once: a call that may have reached PAM360 is never resent."""
+        response = self.transport.call(
+            "POST",
+            "signCSR",
+            org=org,
+            once=True,
+            data={"INPUT_DATA": input_data(signing.details())},
+        )
+        body = self.transport.check(response, once=True)
+        message = str(body["result"].get("message", ""))
+        rows = body.get("details")
+        first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+        return SignResult(
+            message=message,
+            common_name=text_or_none(first.get("commonName")),
+            certificate_id=first.get("Certificate_ID"),
+            serial_number=text_or_none(first.get("serialNumber")),
+        )
+
+    def list_csrs(self, *, org: str | None = None) -> CSRList:
+        """GET getCSRList: every CSR stored in PAM360, as PAM360 orders them."""
+        body = self.transport.check(self.transport.call("GET", "getCSRList", org=org))
+        # Seen both at the top level and under "details"; accept either.
+        details = body.get("details")
+        holder: dict[str, Any] = details if isinstance(details, dict) else body
+        rows = holder.get("GeneratedList") or []
+        entries = [CSREntry.model_validate(row) for row in rows if isinstance(row, dict)]
+        total = holder.get("totalRows", len(entries))
+        return CSRList(entries=entries, total_rows=int(total))
+
+    def import_csr(self, pem: bytes, *, filename: str = "request.csr") -> CSREntry:
+        """POST importCSR, then find the new CSR's ID: PAM360's answer does not carry it."""
+        before = {entry.csr_id for entry in self.list_csrs().entries}
+        files = {"CSR": (filename, pem, "application/pkcs10")}
+        self.transport.check(self.transport.call("POST", "importCSR", files=files))
+
+        domain = csr_common_name(pem)
+        listed = [entry for entry in self.list_csrs().entries if entry.domain_name == domain]
+        if not listed:
+            raise PAM360Refused(f"PAM360 took the CSR for {domain} but does not list it.")
+        # Newest first, preferring an ID that was not there before: the same subject may
+        # already have been imported earlier.
+        return max(listed, key=lambda entry: (entry.csr_id not in before, entry.csr_id))
+
+    def get_certificate(self, common_name: str, serial: str) -> str:
+        """GET getCertificate as PEM: the certificate first, then its issuers."""
+        details = {"common_name": common_name, "serial_number": serial, "fileType": "PEM"}
+        response = self.transport.call(
+            "GET", "getCertificate", params={"INPUT_DATA": input_data(details)}
+        )
+        if response.ok and "BEGIN CERTIFICATE" in response.text:
+            return response.text
+        self.transport.check(response)
+        raise PAM360Refused(f"no PEM certificate came back for {common_name}")
+
+
+def build_client(
+    url: str,
+    token: SecretStr | str,
+    *,
+    org: str | None = None,
+    ca_bundle: Path | None = None,
+    timeout: float = 30.0,
+) -> PAM360Client:
+    return PAM360Client(Transport(url, token, org=org, ca_bundle=ca_bundle, timeout=timeout))
