@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from pydantic import SecretStr
-from urllib3.exceptions import NewConnectionError
+from pydantic import SecretStr, ValidationError
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from bot.pam360.errors import (
     AuthenticationRefused,
@@ -25,6 +26,7 @@ from bot.pam360.errors import (
     PAM360Refused,
     TimedOut,
     TLSVerificationFailed,
+    UnsendableRequest,
 )
 from bot.pam360.models import CSREntry, CSRList, Signing, SignResult
 
@@ -36,14 +38,60 @@ UNCLEAR_STATUSES = {500, 502, 504}
 AUTH_STATUSES = {401, 403}
 
 
+# Raised by requests while it builds the request, so nothing has gone out yet.
+NOT_BUILT = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.URLRequired,
+    requests.exceptions.InvalidHeader,
+)
+# A TLS connection that ends abruptly: this can happen while the answer is awaited, after the
+# request went out, so unlike a handshake refusal it says nothing about what PAM360 received.
+TLS_CONNECTION_ENDED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def wrapped(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and those nested in it: requests and urllib3 wrap the original failure
+    in `args[0]` and `reason`."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        first = current.args[0] if current.args else None
+        current = reason if isinstance(reason, BaseException) else None
+        if current is None and isinstance(first, BaseException):
+            current = first
+
+
 def nothing_was_sent(exc: requests.RequestException) -> bool:
     """True when the request certainly never reached PAM360, so sending it again is safe."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+    if isinstance(exc, requests.exceptions.ConnectTimeout | NOT_BUILT):
         return True
-    if not isinstance(exc, requests.ConnectionError) or not exc.args:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return not any(isinstance(inner, TLS_CONNECTION_ENDED) for inner in wrapped(exc))
+    if not isinstance(exc, requests.ConnectionError):
         return False
-    reason = getattr(exc.args[0], "reason", None)
-    return isinstance(reason, NewConnectionError)
+    return any(isinstance(inner, NewConnectionError) for inner in wrapped(exc))
+
+
+def timed_out(exc: requests.RequestException) -> bool:
+    """True for a read timeout, also the one requests reports as a ConnectionError when it
+    strikes while the body is read."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return True
+    return any(isinstance(inner, ReadTimeoutError) for inner in wrapped(exc))
+
+
+def sendable_header(value: str) -> bool:
+    """http.client sends header values as Latin-1 and requests refuses line breaks."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not value[:1].isspace() and "\r" not in value and "\n" not in value
 
 
 class Transport:
@@ -91,9 +139,7 @@ class Transport:
         """Sends one request. Retries only failures that certainly sent nothing; `once` marks
         a call that must never be repeated once it may have reached PAM360."""
         url = self.url(operation)
-        headers = {"AUTHTOKEN": self._token.get_secret_value()}
-        if org or self.org:
-            headers["orgName"] = org or self.org or ""
+        headers = self._headers(org or self.org)
         send = self._fresh_sender() if once else self._session.request
         for attempt in range(1, self.attempts + 1):
             try:
@@ -104,17 +150,37 @@ class Transport:
                     headers=headers,
                     timeout=self.timeout,
                     verify=self._verify,
+                    # Following a redirect would carry the AUTHTOKEN header to wherever it
+                    # points (requests strips only Authorization) and could resend signCSR.
+                    allow_redirects=False,
                     **kwargs,
                 )
             except requests.RequestException as exc:
                 error = self._translate(exc, url, once)
                 if not nothing_was_sent(exc) or attempt == self.attempts:
                     raise error from None
-                if isinstance(exc, requests.exceptions.SSLError):
+                if isinstance(exc, requests.exceptions.SSLError | NOT_BUILT):
                     raise error from None
                 logger.warning("PAM360 %s failed before sending; retrying: %s", operation, error)
                 time.sleep(self.retry_pause * attempt)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _headers(self, org: str | None) -> dict[str, str]:
+        """AUTHTOKEN and, when there is one, orgName; refused here if they cannot be sent."""
+        token = self._token.get_secret_value()
+        if not sendable_header(token):
+            raise UnsendableRequest(
+                "PAM360_AUTHTOKEN holds characters that cannot be sent in an HTTP header."
+            )
+        headers = {"AUTHTOKEN": token}
+        if org:
+            if not sendable_header(org):
+                raise UnsendableRequest(
+                    f"The organization name {org!r} cannot be sent in PAM360's orgName header:"
+                    " it must be Latin-1 text on one line."
+                )
+            headers["orgName"] = org
+        return headers
 
     def _fresh_sender(self) -> Callable[..., requests.Response]:
         """A request function on a new connection: a pooled connection that the server has
@@ -129,7 +195,7 @@ class Transport:
     def _translate(
         self, exc: requests.RequestException, url: str, once: bool
     ) -> PAM360Failure | OutcomeUnknown:
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, requests.exceptions.SSLError) and nothing_was_sent(exc):
             return TLSVerificationFailed(self.base_url)
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             return TimedOut(self.base_url, self.timeout)
@@ -137,10 +203,10 @@ class Transport:
             return ConnectionFailed(self.base_url)
         if once:
             what = f"no answer came within {self.timeout:g} seconds"
-            if not isinstance(exc, requests.exceptions.Timeout):
+            if not timed_out(exc):
                 what = "the connection was dropped"
             return OutcomeUnknown(self.base_url, what)
-        if isinstance(exc, requests.exceptions.Timeout):
+        if timed_out(exc):
             return TimedOut(self.base_url, self.timeout)
         return ConnectionFailed(self.base_url)
 
@@ -170,7 +236,10 @@ class Transport:
         except ValueError:
             if response.status_code in AUTH_STATUSES:
                 raise AuthenticationRefused() from None
-            if response.status_code >= 400 and "html" not in self._content_type(response):
+            # A server error page says nothing about PAM360_URL; a 4xx HTML page may well
+            # be a web server that is not PAM360.
+            html = "html" in self._content_type(response).lower()
+            if response.status_code >= 500 or (response.status_code >= 400 and not html):
                 raise HTTPStatusError(
                     self.base_url, response.status_code, response.reason or ""
                 ) from None
@@ -202,6 +271,27 @@ def csr_common_name(pem: bytes) -> str:
 
 def text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def int_or_none(value: Any) -> int | None:
+    """A number PAM360 may send as a JSON number or as text; None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def csr_entry(row: Any) -> CSREntry | None:
+    """One getCSRList row, or None for a row without a usable CSR_ID: no request can name
+    it, and it must not hide the rows that can be used."""
+    try:
+        return CSREntry.model_validate(row)
+    except ValidationError:
+        logger.warning("PAM360 listed a CSR without a usable CSR_ID; it is left out")
+        return None
 
 
 def input_data(details: dict[str, Any]) -> str:
@@ -237,7 +327,8 @@ class PAM360Client:
         return SignResult(
             message=message,
             common_name=text_or_none(first.get("commonName")),
-            certificate_id=first.get("Certificate_ID"),
+            # Read leniently: the CSR is signed by now, an odd ID must not hide that.
+            certificate_id=int_or_none(first.get("Certificate_ID")),
             serial_number=text_or_none(first.get("serialNumber")),
         )
 
@@ -248,9 +339,9 @@ class PAM360Client:
         details = body.get("details")
         holder: dict[str, Any] = details if isinstance(details, dict) else body
         rows = holder.get("GeneratedList") or []
-        entries = [CSREntry.model_validate(row) for row in rows if isinstance(row, dict)]
-        total = holder.get("totalRows", len(entries))
-        return CSRList(entries=entries, total_rows=int(total))
+        entries = [entry for entry in map(csr_entry, rows) if entry is not None]
+        total = int_or_none(holder.get("totalRows"))
+        return CSRList(entries=entries, total_rows=len(entries) if total is None else total)
 
     def import_csr(self, pem: bytes, *, filename: str = "request.csr") -> CSREntry:
         """POST importCSR, then find the new CSR's ID: PAM360's answer does not carry it."""

@@ -1,0 +1,61 @@
+"""Puts the parts together from settings: store, PAM360 client, workflow and Bolt app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot.config import Settings
+from bot.pam360.client import PAM360Client, build_client
+from bot.pam360.signer import PAM360Signer
+from bot.slack.app import CSRDirectory, build_app, build_policy
+from bot.store import Store
+from bot.workflow import Clock, Workflow, utc_now
+
+
+@dataclass
+class Runtime:
+    """Everything a running bot holds; `close()` releases it."""
+
+    settings: Settings
+    store: Store
+    pam360: PAM360Client
+    workflow: Workflow
+    app: App
+
+    def close(self) -> None:
+        self.pam360.close()
+        self.store.close()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    client: WebClient | None = None,
+    verify_token: bool = True,
+    clock: Clock = utc_now,
+) -> Runtime:
+    """Builds the bot. `App` calls Slack's auth.test here unless `verify_token` is off."""
+    store = Store(settings.signcsr_database)
+    pam360 = build_client(
+        settings.pam360_url,
+        settings.pam360_authtoken,
+        org=settings.pam360_org,
+        ca_bundle=settings.pam360_ca_bundle,
+        timeout=settings.pam360_timeout,
+    )
+    web = client or WebClient(
+        token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+    )
+    workflow = Workflow(
+        store,
+        build_policy(settings, web),
+        PAM360Signer(pam360),
+        pending_hours=settings.signcsr_pending_hours,
+        pam360_timeout=settings.pam360_timeout,
+        clock=clock,
+    )
+    app = build_app(settings, workflow, CSRDirectory(pam360), client=web, verify_token=verify_token)
+    return Runtime(settings=settings, store=store, pam360=pam360, workflow=workflow, app=app)

@@ -1,0 +1,367 @@
+"""Builds the Bolt app: the /signcsr command, the approval buttons, and what they post."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.commands import UsageError, parse_sign_command, usage
+from bot.config import Settings
+from bot.pam360.client import PAM360Client
+from bot.pam360.errors import PAM360Error
+from bot.pam360.models import CSRList
+from bot.policy import GroupLookupFailed, Policy
+from bot.slack import messages
+from bot.store import RequestRecord
+from bot.workflow import Decision, Refusal, Workflow
+
+logger = logging.getLogger(__name__)
+
+# Posting fails this way when the bot is not in the channel (a DM, a private channel).
+NOT_A_MEMBER = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
+CSR_LIST_TTL = 60.0
+
+
+class CSRDirectory:
+    """PAM360's CSR list, cached for a minute: cards and the form read it often."""
+
+    def __init__(self, client: PAM360Client | None, ttl: float = CSR_LIST_TTL) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._cached: tuple[float, CSRList] | None = None
+
+    def listing(self) -> CSRList:
+        """The list, from cache when fresh; raises PAM360Error when it cannot be read."""
+        if self.client is None:
+            raise PAM360Error("No PAM360 client is configured.")
+        with self._lock:
+            if self._cached and time.monotonic() - self._cached[0] < self.ttl:
+                return self._cached[1]
+        listing = self.client.list_csrs()
+        with self._lock:
+            self._cached = (time.monotonic(), listing)
+        return listing
+
+    def summary(self, csr_id: int) -> dict[str, Any] | None:
+        """What the approver should see of a CSR; None when PAM360's list cannot be read."""
+        try:
+            entry = self.listing().find(csr_id)
+        except PAM360Error as exc:
+            logger.warning("could not read PAM360's CSR list: %s", exc)
+            return None
+        if entry is None:
+            return {"missing": True}
+        return entry.model_dump(include={"domain_name", "key_algorithm", "key_strength"})
+
+
+def group_reader(client: WebClient) -> Callable[[str], set[str]]:
+    """Members of a Slack user group; GroupLookupFailed when Slack will not say."""
+
+    def members(group: str) -> set[str]:
+        try:
+            answer = client.usergroups_users_list(usergroup=group)
+        except SlackApiError as exc:
+            raise GroupLookupFailed(group, str(exc.response.get("error", "error"))) from None
+        except Exception as exc:
+            raise GroupLookupFailed(group, type(exc).__name__) from None
+        return set(answer.get("users") or [])
+
+    return members
+
+
+def build_policy(settings: Settings, client: WebClient) -> Policy:
+    return Policy(
+        approvers=settings.signcsr_approvers,
+        requesters=settings.signcsr_requesters,
+        self_approval=settings.signcsr_self_approval,
+        group_members=group_reader(client),
+    )
+
+
+class Listeners:
+    """The app's listeners; each acks first, then does the slow part."""
+
+    def __init__(
+        self, settings: Settings, workflow: Workflow, directory: CSRDirectory, client: WebClient
+    ) -> None:
+        self.settings = settings
+        self.workflow = workflow
+        self.directory = directory
+        self.client = client
+        self.usage = usage(settings.signcsr_command)
+
+    # The slash command ------------------------------------------------------------------
+
+    def on_command(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        text = (body.get("text") or "").strip()
+        word, _, rest = text.partition(" ")
+        subcommand = word.lower()
+        if subcommand == "help":
+            ack(response_type="ephemeral", text=self.help())
+            return
+        if subcommand in ("status", "cancel", "list"):
+            ack()
+            self.run_subcommand(subcommand, rest.strip(), body, respond)
+            return
+        if not text:
+            ack()
+            self.open_form(body, respond)
+            return
+        try:
+            spec = parse_sign_command(body.get("text") or "", self.settings)
+        except UsageError as exc:
+            ack(response_type="ephemeral", text=messages.usage_error(exc.problem, self.usage))
+            return
+        ack()
+        self.guarded(respond, self.submit, body, spec, respond)
+
+    def help(self) -> str:
+        s = self.settings
+        return messages.help_text(
+            usage=self.usage,
+            command=s.signcsr_command,
+            catalog=s.signcsr_roots,
+            limits=(s.signcsr_default_days, s.signcsr_max_days, s.signcsr_max_intermediate_days),
+            approvers=s.signcsr_approvers,
+            self_approval=s.signcsr_self_approval,
+            pending_hours=s.signcsr_pending_hours,
+        )
+
+    def open_form(self, body: dict[str, Any], respond: Respond) -> None:
+        # The request form arrives with the form module; until then, say how to use the text.
+        respond(response_type="ephemeral", text=messages.usage_error("Give a CSR ID.", self.usage))
+
+    def run_subcommand(
+        self, subcommand: str, argument: str, body: dict[str, Any], respond: Respond
+    ) -> None:
+        user_id = body["user_id"]
+        if subcommand == "list":
+            self.guarded(respond, self.show_list, body.get("team_id"), respond)
+            return
+        if not argument.lstrip("#").isdigit():
+            command = self.settings.signcsr_command
+            problem = f"Give the request number, e.g. `{command} {subcommand} 12`."
+            respond(response_type="ephemeral", text=messages.usage_error(problem, self.usage))
+            return
+        request_id = int(argument.lstrip("#"))
+        if subcommand == "status":
+            self.guarded(respond, self.show_status, request_id, respond)
+        else:
+            self.guarded(respond, self.cancel, request_id, user_id, respond)
+
+    def guarded(self, respond: Respond, action: Callable[..., None], *args: Any) -> None:
+        """Runs a step; refusals reach the user as their words, bugs as an apology."""
+        try:
+            action(*args)
+        except (Refusal, GroupLookupFailed) as exc:
+            respond(response_type="ephemeral", replace_original=False, text=str(exc))
+        except Exception:
+            logger.exception("unexpected error in a /signcsr listener")
+            respond(
+                response_type="ephemeral", replace_original=False, text=messages.unexpected_error()
+            )
+
+    def show_status(self, request_id: int, respond: Respond) -> None:
+        self.refresh_swept()
+        record = self.workflow.get(request_id)
+        text = messages.status_text(record, self.workflow.history(request_id))
+        respond(response_type="ephemeral", text=text)
+
+    def show_list(self, team_id: str | None, respond: Respond) -> None:
+        self.refresh_swept()
+        records = self.workflow.pending(team_id)
+        respond(response_type="ephemeral", text=messages.list_text(records, self.workflow.clock()))
+
+    def cancel(self, request_id: int, user_id: str, respond: Respond) -> None:
+        decision = self.workflow.cancel(request_id, user_id)
+        if decision.kind != "cancelled":
+            respond(response_type="ephemeral", text=messages.already_note(decision.record))
+            return
+        self.update_card(decision.record)
+        respond(response_type="ephemeral", text=f"Request #{request_id} is cancelled.")
+
+    # Submitting a request -----------------------------------------------------------------
+
+    def submit(self, body: dict[str, Any], spec: Any, respond: Respond) -> None:
+        """Stores the request, then signs at once or asks for approval in the channel."""
+        self.refresh_swept()
+        record, alone = self.workflow.submit(
+            team_id=body.get("team_id") or "",
+            requester=body["user_id"],
+            spec=spec,
+            origin_channel=body.get("channel_id"),
+            response_url=body.get("response_url"),
+        )
+        summary = self.directory.summary(spec.csr_id)
+        if summary is not None:
+            self.workflow.store.set_csr_summary(record.id, summary)
+        if alone:
+            self.sign_alone(record, respond)
+            return
+        record = self.workflow.get(record.id)
+        channel = self.post_card(record, respond)
+        if channel:
+            respond(response_type="ephemeral", text=messages.waiting_note(record, channel))
+
+    def sign_alone(self, record: RequestRecord, respond: Respond) -> None:
+        started = self.workflow.start_self_signing(record.id, record.requester)
+        if started is None:
+            respond(
+                response_type="ephemeral", text=messages.already_note(self.workflow.get(record.id))
+            )
+            return
+        self.post_card(started, respond)
+        self.finish_signing(started.id, respond)
+
+    def approval_channel(self, record: RequestRecord) -> str | None:
+        return self.settings.signcsr_approval_channel or record.origin_channel
+
+    def post_card(self, record: RequestRecord, respond: Respond) -> str | None:
+        """Posts the approval message; falls back to the command's response_url when the bot
+        cannot post in the channel. Returns the channel it posted in, if it did."""
+        channel = self.approval_channel(record)
+        text, blocks = messages.card(record)
+        try:
+            if not channel:
+                raise SlackApiError("no channel", {"ok": False, "error": "channel_not_found"})
+            answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else ""
+            if error not in NOT_A_MEMBER:
+                raise
+            logger.info("request %d: cannot post in %s (%s)", record.id, channel, error)
+            respond(response_type="in_channel", text=text, blocks=blocks)
+            respond(response_type="ephemeral", text=messages.invite_note(channel))
+            return None
+        self.workflow.attach_message(record.id, answer["channel"], answer["ts"])
+        return str(answer["channel"])
+
+    # The buttons ------------------------------------------------------------------------
+
+    def on_approve(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        self.guarded(respond, self.approve, body, respond)
+
+    def on_deny(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        self.guarded(respond, self.deny, body, respond)
+
+    def approve(self, body: dict[str, Any], respond: Respond) -> None:
+        request_id, user_id = self.clicked(body)
+        self.refresh_swept()
+        decision = self.workflow.approve(request_id, user_id)
+        if decision.kind != "approved":
+            self.report_late_click(decision, respond)
+            return
+        self.update_card(decision.record, respond)
+        self.finish_signing(request_id, respond)
+
+    def deny(self, body: dict[str, Any], respond: Respond) -> None:
+        request_id, user_id = self.clicked(body)
+        decision = self.workflow.deny(request_id, user_id)
+        if decision.kind != "denied":
+            self.report_late_click(decision, respond)
+            return
+        record = decision.record
+        self.update_card(record, respond)
+        self.reply_in_thread(record)
+        self.tell_requester(record)
+
+    @staticmethod
+    def clicked(body: dict[str, Any]) -> tuple[int, str]:
+        """The request a button is for, and who clicked; the clicker's rights are checked by
+        the workflow, never read from the button."""
+        value = body["actions"][0].get("value", "")
+        if not str(value).isdigit():
+            raise Refusal("This button does not belong to a signing request.")
+        return int(value), body["user"]["id"]
+
+    def report_late_click(self, decision: Decision, respond: Respond) -> None:
+        self.update_card(decision.record, respond)
+        respond(
+            response_type="ephemeral",
+            replace_original=False,
+            text=messages.already_note(decision.record),
+        )
+
+    # After a decision -----------------------------------------------------------------------
+
+    def finish_signing(self, request_id: int, respond: Respond) -> None:
+        """Calls PAM360 once, then shows the outcome on the card, in its thread, and to the
+        requester."""
+        record = self.workflow.sign(request_id)
+        self.update_card(record, respond)
+        self.reply_in_thread(record)
+        self.tell_requester(record)
+
+    def update_card(self, record: RequestRecord, respond: Respond | None = None) -> None:
+        text, blocks = messages.card(record)
+        try:
+            if record.message_channel and record.message_ts:
+                self.client.chat_update(
+                    channel=record.message_channel, ts=record.message_ts, text=text, blocks=blocks
+                )
+            elif respond is not None:
+                respond(replace_original=True, text=text, blocks=blocks)
+        except Exception:
+            logger.exception("request %d: could not update its approval message", record.id)
+
+    def reply_in_thread(self, record: RequestRecord) -> None:
+        if not (record.message_channel and record.message_ts):
+            return
+        try:
+            self.client.chat_postMessage(
+                channel=record.message_channel,
+                thread_ts=record.message_ts,
+                text=messages.thread_reply(record),
+            )
+        except Exception:
+            logger.exception("request %d: could not reply in the thread", record.id)
+
+    def tell_requester(self, record: RequestRecord) -> None:
+        """A direct message to the requester, who may not be watching the approval channel."""
+        try:
+            self.client.chat_postMessage(
+                channel=record.requester, text=messages.requester_note(record)
+            )
+        except Exception:
+            logger.exception("request %d: could not tell the requester", record.id)
+
+    def refresh_swept(self) -> None:
+        """Expired and abandoned requests are moved on, and their cards say so."""
+        for record in self.workflow.sweep():
+            self.update_card(record)
+
+
+def build_app(
+    settings: Settings,
+    workflow: Workflow,
+    directory: CSRDirectory,
+    *,
+    client: WebClient,
+    verify_token: bool = True,
+) -> App:
+    """The Bolt app on `client`; request signatures are verified whenever HTTP is used."""
+    secret = settings.slack_signing_secret
+    app = App(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret else "unused-in-socket-mode",
+        token_verification_enabled=verify_token,
+        logger=logging.getLogger("bot.slack.bolt"),
+    )
+    # Bolt logs the whole body of a rejected request at INFO: what a forger sent stays out.
+    logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
+
+    listeners = Listeners(settings, workflow, directory, client)
+    app.command(settings.signcsr_command)(listeners.on_command)
+    app.action(messages.APPROVE_ACTION)(listeners.on_approve)
+    app.action(messages.DENY_ACTION)(listeners.on_deny)
+    return app
