@@ -9,9 +9,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+SLACK_ID = re.compile(r"^[UWS][A-Z0-9]+$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -49,7 +54,7 @@ def parse_catalog(value: Any) -> Any:
 
 class Settings(BaseSettings):
     """Every variable of the contract. `Settings()` reads the environment;
-    `Settings.model_validate({...})` builds one from values alone (demo, tests)."""
+    `Settings.from_values({...})` builds one from the given values alone (demo, tests)."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
@@ -76,6 +81,11 @@ class Settings(BaseSettings):
     signcsr_database: str = "sqlite:///signcsr.db"
     signcsr_command: str = "/signcsr"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Settings:
+        """Settings from `values` and defaults only: the environment is not read."""
+        return _ValuesOnly(**values)
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -161,6 +171,21 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+
+class _ValuesOnly(Settings):
+    """Settings whose only source is the keyword arguments given."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def describe_error(exc: ValidationError) -> str:
