@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from bot.commands import SignSpec
-from bot.policy import Policy
+from bot.policy import GroupLookupFailed, Policy
 from bot.store import (
     CANCELLED,
     DENIED,
@@ -103,6 +103,7 @@ class Workflow:
                 "You are not on the list of people who may ask for signatures"
                 " (SIGNCSR_REQUESTERS). Ask a PKI approver to add you or to ask for you."
             )
+        alone = self._signs_alone(requester)
         record = self.store.create(
             team_id=team_id,
             requester=requester,
@@ -113,7 +114,15 @@ class Workflow:
             detail=spec.reason,
         )
         logger.info("request %d: %s asked to sign CSR %d", record.id, requester, spec.csr_id)
-        return record, self.policy.signs_alone(requester)
+        return record, alone
+
+    def _signs_alone(self, requester: str) -> bool:
+        """Closed on doubt: if the approver groups cannot be read, a second person decides."""
+        try:
+            return self.policy.signs_alone(requester)
+        except GroupLookupFailed as exc:
+            logger.warning("cannot tell if %s is an approver, so asking: %s", requester, exc)
+            return False
 
     def start_self_signing(self, request_id: int, requester: str) -> RequestRecord | None:
         """Moves an approver's own request straight to signing."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot.config import Settings
 from bot.runtime import Runtime, build_runtime
 from bot.slack.standin import TEAM, SlackStandIn
+from bot.workflow import Clock, utc_now
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CSR_DIR = FIXTURES / "csr"
@@ -73,9 +74,12 @@ def bot_settings(slack: SlackStandIn, tmp_path: Path, **overrides: Any) -> Setti
     return Settings.from_values(values)
 
 
-def signed_headers(body: str, secret: str = SIGNING_SECRET, at: int | None = None) -> dict[str, str]:
+def signed_headers(
+    body: str, secret: str = SIGNING_SECRET, at: int | None = None
+) -> dict[str, str | Sequence[str]]:
+    """Headers as Slack signs a request: v0 HMAC over the timestamp and body."""
     timestamp = str(int(time.time()) if at is None else at)
-    signature = SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body) or ""
     return {
         "content-type": "application/x-www-form-urlencoded",
         "x-slack-request-timestamp": timestamp,
@@ -117,16 +121,16 @@ class Bot:
             "container": {"type": "message", "channel_id": CHANNEL},
             "response_url": self.slack.response_url(f"click-{user}"),
             "trigger_id": "1338.42.abcd",
-            "actions": [
-                {"type": "button", "action_id": action_id, "value": str(request_id)}
-            ],
+            "actions": [{"type": "button", "action_id": action_id, "value": str(request_id)}],
         }
         return urlencode({"payload": json.dumps(payload)})
 
     def click(self, action_id: str, request_id: int | str, user: str) -> BoltResponse:
         return self.send(self.click_body(action_id, request_id, user))
 
-    def send(self, body: str, headers: dict[str, str] | None = None) -> BoltResponse:
+    def send(
+        self, body: str, headers: dict[str, str | Sequence[str]] | None = None
+    ) -> BoltResponse:
         request = BoltRequest(body=body, headers=headers or signed_headers(body))
         return self.runtime.app.dispatch(request)
 
@@ -134,9 +138,9 @@ class Bot:
         self.runtime.close()
 
 
-def start_bot(slack: SlackStandIn, settings: Settings) -> Bot:
+def start_bot(slack: SlackStandIn, settings: Settings, clock: Clock = utc_now) -> Bot:
     client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=slack.api_url)
-    return Bot(build_runtime(settings, client=client), slack)
+    return Bot(build_runtime(settings, client=client, clock=clock), slack)
 
 
 @pytest.fixture
@@ -144,8 +148,8 @@ def make_bot(slack: SlackStandIn, tmp_path: Path) -> Iterator[Any]:
     """Builds bots on the stand-in; every bot made is closed at the end."""
     made: list[Bot] = []
 
-    def make(**overrides: Any) -> Bot:
-        bot = start_bot(slack, bot_settings(slack, tmp_path, **overrides))
+    def make(clock: Clock = utc_now, **overrides: Any) -> Bot:
+        bot = start_bot(slack, bot_settings(slack, tmp_path, **overrides), clock)
         made.append(bot)
         return bot
 

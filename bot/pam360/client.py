@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr, ValidationError
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from bot.pam360.errors import (
     AuthenticationRefused,
@@ -46,9 +47,10 @@ NOT_BUILT = (
     requests.exceptions.URLRequired,
     requests.exceptions.InvalidHeader,
 )
-# A TLS connection that ends abruptly: this can happen while the answer is awaited, after the
-# request went out, so unlike a handshake refusal it says nothing about what PAM360 received.
-TLS_CONNECTION_ENDED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+# A certificate PAM360's TLS handshake showed and we refused: the request was never sent. Other
+# TLS errors (a connection ending abruptly, a broken record) also strike while the answer is
+# awaited, after the request went out, so they say nothing about what PAM360 received.
+CERTIFICATE_REFUSED = (ssl.SSLCertVerificationError, CertificateError)
 
 
 def wrapped(exc: BaseException) -> Iterator[BaseException]:
@@ -68,10 +70,10 @@ def wrapped(exc: BaseException) -> Iterator[BaseException]:
 
 def nothing_was_sent(exc: requests.RequestException) -> bool:
     """True when the request certainly never reached PAM360, so sending it again is safe."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout | NOT_BUILT):
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, *NOT_BUILT)):
         return True
     if isinstance(exc, requests.exceptions.SSLError):
-        return not any(isinstance(inner, TLS_CONNECTION_ENDED) for inner in wrapped(exc))
+        return any(isinstance(inner, CERTIFICATE_REFUSED) for inner in wrapped(exc))
     if not isinstance(exc, requests.ConnectionError):
         return False
     return any(isinstance(inner, NewConnectionError) for inner in wrapped(exc))
@@ -159,7 +161,7 @@ class Transport:
                 error = self._translate(exc, url, once)
                 if not nothing_was_sent(exc) or attempt == self.attempts:
                     raise error from None
-                if isinstance(exc, requests.exceptions.SSLError | NOT_BUILT):
+                if isinstance(exc, (requests.exceptions.SSLError, *NOT_BUILT)):
                     raise error from None
                 logger.warning("PAM360 %s failed before sending; retrying: %s", operation, error)
                 time.sleep(self.retry_pause * attempt)
@@ -203,7 +205,9 @@ class Transport:
             return ConnectionFailed(self.base_url)
         if once:
             what = f"no answer came within {self.timeout:g} seconds"
-            if not timed_out(exc):
+            if isinstance(exc, requests.exceptions.SSLError):
+                what = "the TLS connection failed"
+            elif not timed_out(exc):
                 what = "the connection was dropped"
             return OutcomeUnknown(self.base_url, what)
         if timed_out(exc):

@@ -54,9 +54,6 @@ class UnsendableRequest(PAM360Failure):
     """A header value HTTP cannot carry (a line break, a character outside Latin-1); nothing
     was sent."""
 
-    def __init__(self, words: str) -> None:
-        super().__init__(words)
-
 
 class TLSVerificationFailed(PAM360Failure):
     """PAM360's certificate did not verify against the trusted CAs."""

@@ -72,14 +72,14 @@ def days_line(spec: SignSpec) -> str:
 def csr_line(spec: SignSpec, summary: dict[str, Any] | None) -> str:
     """The CSR as the approver should see it: what PAM360 knows of it, or a warning."""
     if summary is None:
-        return f"CSR *{spec.csr_id}* (PAM360's CSR list could not be read)"
+        return f"*{spec.csr_id}* (PAM360's CSR list could not be read)"
     if summary.get("missing"):
-        return f":warning: CSR *{spec.csr_id}* is *not in PAM360's CSR list*"
+        return f"*{spec.csr_id}* :warning: *not in PAM360's CSR list*: check the ID"
     strength = " ".join(
         part for part in (summary.get("key_algorithm"), summary.get("key_strength")) if part
     )
     domain = escape(str(summary.get("domain_name") or "?"))
-    return f"CSR *{spec.csr_id}*: *{domain}*" + (f" ({escape(strength)})" if strength else "")
+    return f"*{spec.csr_id}*: *{domain}*" + (f" ({escape(strength)})" if strength else "")
 
 
 def request_fields(record: RequestRecord) -> str:
@@ -129,8 +129,8 @@ def certificate_words(record: RequestRecord) -> str:
     if record.certificate_serial:
         details.append(f"serial `{escape(record.certificate_serial)}`")
     issued = f"Certificate *{name}*" + (f" ({', '.join(details)})" if details else "")
-    said = escape(record.pam360_message or "")
-    return f"{issued}, signed by {ca_line(spec)}, valid {days_line(spec)}. {said}".strip()
+    ca = spec.root_name if spec.sign_type == "root" else spec.msca_ca
+    return f"{issued} from *{escape(ca or '?')}*, valid {days_line(spec)}."
 
 
 def card_title(record: RequestRecord) -> str:

@@ -1,0 +1,514 @@
+"""Scenario tests: signed Slack requests through the Bolt app, PAM360 faked at HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+import responses
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from bot.slack.messages import APPROVE_ACTION, DENY_ACTION
+from bot.slack.standin import Call, SlackStandIn
+from tests.conftest import (
+    APPROVER,
+    APPROVER_2,
+    CHANNEL,
+    GROUP_APPROVER,
+    PAM360_URL,
+    REQUESTER,
+    ROOT_SERIAL,
+    STRANGER,
+    Bot,
+    signed_headers,
+)
+
+SIGN_URL = f"{PAM360_URL}/api/pki/restapi/signCSR"
+LIST_URL = f"{PAM360_URL}/api/pki/restapi/getCSRList"
+SUCCESS = {
+    "result": {
+        "message": "Certificate csrtest successfully signed with testroot.",
+        "status": "Success",
+    },
+    "name": "SignCSR",
+    "details": [{"commonName": "csrtest", "Certificate_ID": 309, "serialNumber": "b7d5fcb7"}],
+}
+CSR_ROWS = {
+    "result": {"message": "ok", "status": "Success"},
+    "name": "GetCSRList",
+    "details": {
+        "GeneratedList": [
+            {
+                "CSR_ID": 303,
+                "DOMAIN_NAME": "csrtest",
+                "KEYALGORITHM": "EC",
+                "KEY_STRENGTH": "256",
+                "CREATED_BY": "admin",
+                "CREATED_DATE": "2026-12-01",
+            }
+        ],
+        "totalRows": 1,
+    },
+}
+
+
+@pytest.fixture
+def pam360() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
+        mock.add(responses.POST, SIGN_URL, json=SUCCESS)
+        yield mock
+
+
+def sign_calls(mock: responses.RequestsMock) -> list[dict[str, Any]]:
+    """The INPUT_DATA of every signCSR PAM360 received."""
+    bodies = []
+    for call in mock.calls:
+        if call.request.url == SIGN_URL:
+            form = parse_qs(str(call.request.body))
+            bodies.append(json.loads(form["INPUT_DATA"][0]))
+    return bodies
+
+
+def said(call: Call) -> str:
+    """Everything a person would read in one posted message."""
+    parts = [str(call.args.get("text", ""))]
+    for block in call.args.get("blocks") or []:
+        if "text" in block:
+            parts.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            text = element.get("text")
+            parts.append(text["text"] if isinstance(text, dict) else str(text or ""))
+    return "\n".join(parts)
+
+
+def ack_text(response: Any) -> str:
+    return json.loads(response.body)["text"] if response.body else ""
+
+
+def wait_until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def card_with_buttons(slack: SlackStandIn, bot: Bot | None = None) -> Call:
+    """The approval message, once the bot has recorded where it is (a person can only click
+    it after that; a test could click sooner)."""
+    posted = slack.wait_for("chat.postMessage", where=lambda c: "thread_ts" not in c.args)
+    if bot is not None:
+        wait_until(lambda: bot.runtime.workflow.get(1).message_ts is not None)
+    return posted[0]
+
+
+def button_ids(call: Call) -> list[str]:
+    return [
+        element["action_id"]
+        for block in call.args.get("blocks") or []
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
+
+
+def test_approver_signs_own_request_at_once(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+
+    response = bot.command("303 root=testroot days=100", user=APPROVER)
+
+    assert response.status == 200
+    update = slack.wait_for("chat.update")[0]
+    assert "Signed" in said(update)
+    assert "Certificate_ID 309" in said(update) and "b7d5fcb7" in said(update)
+    assert sign_calls(pam360) == [
+        {
+            "operation": {
+                "Details": {
+                    "signType": "signWithRoot",
+                    "rootCertificateCommonName": "testroot",
+                    "rootCertificateSerialNumber": ROOT_SERIAL,
+                    "Validity": 100,
+                    "isIntermediate": "false",
+                    "CSR_ID": "303",
+                }
+            }
+        }
+    ]
+    assert button_ids(slack.calls_to("chat.postMessage")[0]) == []
+
+
+def test_request_then_approval_signs_once_and_tells_everyone(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+
+    bot.command('303 root=testroot days=100 reason="new payments API"', user=REQUESTER)
+    card = card_with_buttons(slack, bot)
+    assert card.args["channel"] == CHANNEL
+    assert button_ids(card) == [APPROVE_ACTION, DENY_ACTION]
+    text = said(card)
+    for words in (
+        "#1",
+        f"<@{REQUESTER}>",
+        "303",
+        "csrtest",
+        "EC 256",
+        "testroot",
+        ROOT_SERIAL,
+        "100 days",
+        "Intermediate:* no",
+        "signWithRoot",
+        "new payments API",
+    ):
+        assert words in text
+    note = slack.wait_for("response_url")[0]
+    assert "Request #1 is waiting for an approver" in note.args["text"]
+    assert sign_calls(pam360) == []
+
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+
+    reply = slack.wait_for("chat.postMessage", where=lambda c: "thread_ts" in c.args)[0]
+    assert reply.args["thread_ts"] == slack.calls_to("chat.update")[0].args["ts"]
+    assert "Signed" in reply.args["text"]
+    direct = slack.wait_for("chat.postMessage", where=lambda c: c.args["channel"] == REQUESTER)
+    assert "Your signing request #1" in direct[0].args["text"]
+    updates = [said(call) for call in slack.calls_to("chat.update")]
+    assert any(f"Approved by <@{APPROVER}>" in text for text in updates)
+    assert "Signed" in updates[-1] and button_ids(slack.calls_to("chat.update")[-1]) == []
+    assert len(sign_calls(pam360)) == 1
+
+
+def test_deny_sends_nothing_to_pam360(make_bot: Any, slack: SlackStandIn, pam360: Any) -> None:
+    bot: Bot = make_bot()
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+
+    bot.click(DENY_ACTION, 1, GROUP_APPROVER)
+
+    update = slack.wait_for("chat.update")[0]
+    assert f"Denied* by <@{GROUP_APPROVER}>" in said(update)
+    assert button_ids(update) == []
+    assert sign_calls(pam360) == []
+
+
+def test_non_approver_click_is_refused_and_changes_nothing(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+
+    bot.click(APPROVE_ACTION, 1, STRANGER)
+
+    refusal = slack.wait_for("response_url", where=lambda c: "click" in c.path)[0]
+    assert refusal.args["text"] == "Only approvers can approve or deny signing requests."
+    assert refusal.args["response_type"] == "ephemeral"
+    assert bot.runtime.workflow.get(1).state == "pending"
+    assert slack.calls_to("chat.update") == []
+    assert sign_calls(pam360) == []
+
+
+def test_requester_cannot_approve_own_request_without_self_approval(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot(signcsr_self_approval=False)
+    bot.command("303 root=testroot", user=APPROVER)
+    card_with_buttons(slack, bot)
+
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+
+    refusal = slack.wait_for("response_url", where=lambda c: "click" in c.path)[0]
+    assert "another approver has to decide it" in refusal.args["text"]
+    assert bot.runtime.workflow.get(1).state == "pending"
+    assert sign_calls(pam360) == []
+
+
+def test_same_approval_twice_signs_once(make_bot: Any, slack: SlackStandIn, pam360: Any) -> None:
+    bot: Bot = make_bot()
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+    slack.wait_for("chat.postMessage", where=lambda c: c.args["channel"] == REQUESTER)
+    later = slack.wait_for("response_url", where=lambda c: "click" in c.path)[0]
+
+    assert "already" in later.args["text"]
+    assert len(sign_calls(pam360)) == 1
+
+
+def test_two_approvers_at_once_sign_once(make_bot: Any, slack: SlackStandIn, pam360: Any) -> None:
+    bot: Bot = make_bot()
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+    bodies = [bot.click_body(APPROVE_ACTION, 1, user) for user in (APPROVER, APPROVER_2)] * 3
+    start = threading.Barrier(len(bodies))
+
+    def click(body: str) -> None:
+        start.wait()
+        bot.send(body)
+
+    threads = [threading.Thread(target=click, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    slack.wait_for("chat.postMessage", where=lambda c: c.args["channel"] == REQUESTER)
+    slack.wait_for("response_url", count=len(bodies) - 1, where=lambda c: "click" in c.path)
+
+    assert len(sign_calls(pam360)) == 1
+    approvals = [e for e in bot.runtime.workflow.history(1) if e.state == "signing"]
+    assert len(approvals) == 1
+
+
+def test_slow_pam360_does_not_hold_up_the_ack(make_bot: Any, slack: SlackStandIn) -> None:
+    bot: Bot = make_bot()
+
+    def slow_sign(_request: Any) -> tuple[int, dict[str, str], str]:
+        time.sleep(5)
+        return 200, {}, json.dumps(SUCCESS)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
+        mock.add_callback(responses.POST, SIGN_URL, callback=slow_sign)
+        started = time.monotonic()
+        response = bot.command("303 root=testroot", user=APPROVER)
+        elapsed = time.monotonic() - started
+
+        assert response.status == 200
+        assert elapsed < 1.5
+        update = slack.wait_for("chat.update", timeout=15)[0]
+    assert "Signed" in said(update)
+
+
+def test_restart_between_request_and_click_still_signs(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    first: Bot = make_bot()
+    first.command("303 root=testroot", user=REQUESTER)
+    card = card_with_buttons(slack, first)
+    first.close()
+
+    second: Bot = make_bot()
+    second.click(APPROVE_ACTION, 1, APPROVER)
+
+    update = slack.wait_for("chat.update", count=2)[-1]
+    assert update.args["ts"] == slack.calls_to("chat.update")[0].args["ts"]
+    assert card.args["channel"] == update.args["channel"]
+    assert "Signed" in said(update)
+    assert len(sign_calls(pam360)) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("abc root=testroot", "CSR ID must be a number"),
+        ("303 root=testroot days=900", "825-day limit"),
+        ("303 root=otherroot", "Unknown CA"),
+        ("303 root=testroot colour=blue", "colour"),
+        ("303 root=testroot reason=<@U123|bob>", "mention"),
+        ("303 root=testroot reason=" + "x" * 2000, "2,000"),
+    ],
+)
+def test_bad_input_gets_words_and_changes_nothing(
+    make_bot: Any, slack: SlackStandIn, pam360: Any, text: str, words: str
+) -> None:
+    bot: Bot = make_bot()
+
+    response = bot.command(text, user=APPROVER)
+
+    assert response.status == 200
+    body = json.loads(response.body)
+    assert body["response_type"] == "ephemeral"
+    assert words in body["text"] and "Usage:" in body["text"]
+    assert bot.runtime.store.pending() == []
+    assert bot.runtime.store.get(1) is None
+    assert [c for c in pam360.calls if c.request.url == SIGN_URL] == []
+    assert slack.calls_to("chat.postMessage") == []
+
+
+def refused() -> requests.ConnectionError:
+    """What requests raises when nothing listens: nothing was sent."""
+    reason = NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
+    return requests.ConnectionError(MaxRetryError(None, SIGN_URL, reason))  # type: ignore[arg-type]
+
+
+def answer_with(mock: responses.RequestsMock, **kwargs: Any) -> None:
+    mock.replace(responses.POST, SIGN_URL, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("answer", "state", "words"),
+    [
+        (
+            {"json": {"result": {"message": "CSR 303 not found.", "status": "Failed"}}},
+            "failed",
+            "PAM360 said: CSR 303 not found.",
+        ),
+        (
+            {"status": 401, "json": {"result": {"message": "bad", "status": "Failed"}}},
+            "failed",
+            "PAM360_AUTHTOKEN",
+        ),
+        ({"body": "<html>login</html>", "content_type": "text/html"}, "failed", "HTML page"),
+        ({"status": 502, "body": "bad gateway"}, "unknown", "Check PAM360"),
+        ({"body": requests.exceptions.ReadTimeout("slow")}, "unknown", "may have signed"),
+        ({"body": refused()}, "failed", "Could not connect to PAM360"),
+    ],
+)
+def test_pam360_failures_reach_the_channel_in_words(
+    make_bot: Any,
+    slack: SlackStandIn,
+    pam360: responses.RequestsMock,
+    answer: dict[str, Any],
+    state: str,
+    words: str,
+) -> None:
+    bot: Bot = make_bot()
+    answer_with(pam360, **answer)
+
+    bot.command("303 root=testroot", user=APPROVER)
+
+    update = slack.wait_for("chat.update")[0]
+    assert words in said(update)
+    wait_until(lambda: bot.runtime.workflow.get(1).state == state)
+    # A refused connection sent nothing, so it alone is tried again.
+    attempts = 3 if "connect" in words else 1
+    assert len(sign_calls(pam360)) == attempts
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-slack-signature": "v0=" + "0" * 64},
+        {"x-slack-request-timestamp": str(int(time.time()) - 360)},
+    ],
+    ids=["forged-signature", "six-minutes-old"],
+)
+def test_unsigned_or_stale_requests_are_refused(
+    make_bot: Any, slack: SlackStandIn, pam360: Any, headers: dict[str, str]
+) -> None:
+    bot: Bot = make_bot()
+    body = bot.command_body("303 root=testroot", APPROVER)
+    sent = signed_headers(body, at=int(headers.get("x-slack-request-timestamp", time.time())))
+    sent.update(headers)
+
+    response = bot.send(body, sent)
+
+    assert response.status == 401
+    time.sleep(0.2)
+    assert bot.runtime.store.get(1) is None
+    assert slack.calls_to("chat.postMessage") == []
+    assert sign_calls(pam360) == []
+
+
+def test_unreadable_approver_group_fails_closed(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot(signcsr_approvers=f"{APPROVER},SNOSUCHGROUP")
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+
+    bot.click(APPROVE_ACTION, 1, STRANGER)
+
+    refusal = slack.wait_for("response_url", where=lambda c: "click" in c.path)[0]
+    assert "SNOSUCHGROUP could not be read (no_such_subteam)" in refusal.args["text"]
+    assert bot.runtime.workflow.get(1).state == "pending"
+    assert sign_calls(pam360) == []
+
+
+def test_channel_bot_is_not_in_falls_back_to_response_url(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    slack.failing_channels[CHANNEL] = "not_in_channel"
+    bot: Bot = make_bot()
+
+    bot.command("303 root=testroot", user=REQUESTER)
+
+    posted = slack.wait_for("response_url", count=2)
+    in_channel = next(c for c in posted if c.args.get("response_type") == "in_channel")
+    assert "Signing request #1" in said(in_channel) and button_ids(in_channel)
+    invite = next(c for c in posted if c.args.get("response_type") == "ephemeral")
+    assert "/invite @signcsr-bot" in invite.args["text"]
+
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+    replaced = slack.wait_for(
+        "response_url", where=lambda c: bool(c.args.get("replace_original")) and "Signed" in said(c)
+    )
+    assert replaced and len(sign_calls(pam360)) == 1
+
+
+def test_help_lists_catalog_limits_and_approvers(make_bot: Any) -> None:
+    bot: Bot = make_bot()
+
+    body = json.loads(bot.command("help").body)
+
+    assert body["response_type"] == "ephemeral"
+    for words in ("testroot", ROOT_SERIAL, "825", "1825", f"<@{APPROVER}>", "<!subteam^SPKIGROUP>"):
+        assert words in body["text"]
+
+
+def test_hostile_reason_is_shown_inert(make_bot: Any, slack: SlackStandIn, pam360: Any) -> None:
+    bot: Bot = make_bot()
+
+    bot.command("303 root=testroot reason=ping &lt;!channel&gt; *now*", user=REQUESTER)
+
+    card = said(card_with_buttons(slack))
+    assert "<!channel>" not in card
+    assert "&lt;!channel&gt;" in card
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_click_on_expired_request_expires_it(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    clock = Clock()
+    bot: Bot = make_bot(clock=clock)
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+
+    clock.now += timedelta(hours=73)
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+
+    update = slack.wait_for("chat.update")[0]
+    assert "Expired" in said(update) and button_ids(update) == []
+    assert bot.runtime.workflow.get(1).state == "expired"
+    assert sign_calls(pam360) == []
+
+
+def test_signing_whose_signer_died_becomes_unknown_and_is_not_resent(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    clock = Clock()
+    bot: Bot = make_bot(clock=clock)
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+    workflow = bot.runtime.workflow
+    assert workflow.approve(1, APPROVER).kind == "approved"  # the signer then "dies"
+
+    clock.now += timedelta(seconds=10 + 61)
+    bot.command("status 1", user=REQUESTER)
+
+    status = slack.wait_for("response_url", where=lambda c: "Outcome unknown" in c.args["text"])
+    assert "check PAM360" in status[0].args["text"].lower() or status
+    assert workflow.get(1).state == "unknown"
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+    slack.wait_for("response_url", where=lambda c: "already" in c.args.get("text", ""))
+    assert sign_calls(pam360) == []
