@@ -33,6 +33,8 @@ from bot.sandbox.server import Sandbox
 from bot.slack.messages import APPROVE_ACTION
 from bot.slack.standin import TEAM, Call, SlackStandIn
 
+# Only the local stand-in ever sees this token.
+DEMO_BOT_TOKEN = "xoxb-demo"  # noqa: S105
 CHANNEL = "C0PKIREQ"
 CHANNEL_NAME = "pki-requests"
 REQUESTER = "U0SAM"
@@ -187,7 +189,7 @@ def walk_through(workdir: Path) -> None:
 def start_bot(workdir: Path, sandbox: Sandbox, slack: SlackStandIn, secret: str) -> Runtime:
     settings = Settings.from_values(
         {
-            "slack_bot_token": "xoxb-demo",
+            "slack_bot_token": DEMO_BOT_TOKEN,
             "slack_signing_secret": secret,
             "slack_api_url": slack.api_url,
             "pam360_url": sandbox.url,
@@ -198,7 +200,7 @@ def start_bot(workdir: Path, sandbox: Sandbox, slack: SlackStandIn, secret: str)
             "signcsr_database": f"sqlite:///{workdir / 'signcsr.db'}",
         }
     )
-    client = WebClient(token="xoxb-demo", base_url=slack.api_url)
+    client = WebClient(token=DEMO_BOT_TOKEN, base_url=slack.api_url)
     return build_runtime(settings, client=client)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from slack_bolt import App
@@ -14,6 +15,9 @@ from bot.slack.app import CSRDirectory, build_app, build_policy
 from bot.store import Store
 from bot.workflow import Clock, Workflow, utc_now
 
+# Listeners run here after their ack; each signing holds one for up to PAM360_TIMEOUT.
+LISTENER_THREADS = 16
+
 
 @dataclass
 class Runtime:
@@ -24,8 +28,11 @@ class Runtime:
     pam360: PAM360Client
     workflow: Workflow
     app: App
+    listeners: ThreadPoolExecutor
 
     def close(self) -> None:
+        """Lets listeners that are still working (a signing in flight) finish first."""
+        self.listeners.shutdown(wait=True)
         self.pam360.close()
         self.store.close()
 
@@ -57,5 +64,20 @@ def build_runtime(
         pam360_timeout=settings.pam360_timeout,
         clock=clock,
     )
-    app = build_app(settings, workflow, CSRDirectory(pam360), client=web, verify_token=verify_token)
-    return Runtime(settings=settings, store=store, pam360=pam360, workflow=workflow, app=app)
+    listeners = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
+    app = build_app(
+        settings,
+        workflow,
+        CSRDirectory(pam360),
+        client=web,
+        listener_executor=listeners,
+        verify_token=verify_token,
+    )
+    return Runtime(
+        settings=settings,
+        store=store,
+        pam360=pam360,
+        workflow=workflow,
+        app=app,
+        listeners=listeners,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -22,15 +21,6 @@ from bot.commands import (
 from bot.config import Settings
 
 CATALOG = "testroot=18:79:37:64:24:C,testintermediate=ABCDEF12"
-
-
-@pytest.fixture(autouse=True)
-def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Settings.model_validate still reads the environment, so an operator's variables
-    # (SIGNCSR_MAX_DAYS, …) would change the limits these tests expect.
-    for name in list(os.environ):
-        if name.startswith(("SLACK_", "PAM360_", "SIGNCSR_", "LOG_LEVEL")):
-            monkeypatch.delenv(name)
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -347,12 +348,14 @@ def build_app(
     directory: CSRDirectory,
     *,
     client: WebClient,
+    listener_executor: Executor,
     verify_token: bool = True,
 ) -> App:
     """The Bolt app on `client`; request signatures are verified whenever HTTP is used."""
     secret = settings.slack_signing_secret
     app = App(
         client=client,
+        listener_executor=listener_executor,
         signing_secret=secret.get_secret_value() if secret else "unused-in-socket-mode",
         token_verification_enabled=verify_token,
         logger=logging.getLogger("bot.slack.bolt"),
