@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -13,13 +14,13 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.commands import UsageError, parse_sign_command, usage
+from bot.commands import UsageError, parse_sign_command, spec_from_fields, usage
 from bot.config import Settings
 from bot.pam360.client import PAM360Client
 from bot.pam360.errors import PAM360Error
 from bot.pam360.models import CSRList
 from bot.policy import GroupLookupFailed, Policy
-from bot.slack import messages
+from bot.slack import form, messages
 from bot.store import RequestRecord
 from bot.workflow import Decision, Refusal, Workflow
 
@@ -136,9 +137,61 @@ class Listeners:
             pending_hours=s.signcsr_pending_hours,
         )
 
+    # The request form ------------------------------------------------------------------
+
     def open_form(self, body: dict[str, Any], respond: Respond) -> None:
-        # The request form arrives with the form module; until then, say how to use the text.
-        respond(response_type="ephemeral", text=messages.usage_error("Give a CSR ID.", self.usage))
+        """Opens the form at once (its trigger lives 3 seconds), then swaps the CSR select
+        for a number field if PAM360's CSR list cannot be read."""
+        metadata = {
+            "channel_id": body.get("channel_id"),
+            "response_url": body.get("response_url"),
+            "team_id": body.get("team_id"),
+        }
+        view = form.form_view(self.settings, metadata, from_list=True)
+        try:
+            opened = self.client.views_open(trigger_id=body.get("trigger_id", ""), view=view)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "error")) if exc.response is not None else ""
+            logger.info("could not open the request form: %s", error)
+            respond(response_type="ephemeral", text=form.form_failed_note(error, self.usage))
+            return
+        try:
+            self.directory.listing()
+        except PAM360Error:
+            fallback = form.form_view(self.settings, metadata, from_list=False)
+            opened_view = opened.get("view") or {}
+            self.client.views_update(
+                view_id=opened_view.get("id"), hash=opened_view.get("hash"), view=fallback
+            )
+
+    def on_csr_options(self, ack: Ack, body: dict[str, Any]) -> None:
+        """The CSR select's options: PAM360's CSRs matching what the person typed."""
+        try:
+            entries = self.directory.listing().entries
+        except PAM360Error as exc:
+            logger.warning("no CSR options for the form: %s", exc)
+            entries = []
+        ack(options=form.csr_options(entries, str(body.get("value") or "")))
+
+    def on_form_submit(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """Checks the answers by the command's own rules; a problem keeps the form open."""
+        fields = form.field_values(view.get("state", {}).get("values", {}))
+        try:
+            spec = spec_from_fields(fields, self.settings)
+        except UsageError as exc:
+            ack(**form.form_error(exc.field, exc.problem))
+            return
+        ack()
+
+        origin = json.loads(view.get("private_metadata") or "{}")
+        command_like = {
+            "team_id": origin.get("team_id") or body.get("team", {}).get("id"),
+            "user_id": body["user"]["id"],
+            "channel_id": origin.get("channel_id"),
+            "response_url": origin.get("response_url"),
+        }
+        respond = Respond(response_url=origin.get("response_url"))
+        self.guarded(respond, self.submit, command_like, spec, respond)
 
     def run_subcommand(
         self, subcommand: str, argument: str, body: dict[str, Any], respond: Respond
@@ -367,4 +420,6 @@ def build_app(
     app.command(settings.signcsr_command)(listeners.on_command)
     app.action(messages.APPROVE_ACTION)(listeners.on_approve)
     app.action(messages.DENY_ACTION)(listeners.on_deny)
+    app.options(form.CSR_SELECT_ACTION)(listeners.on_csr_options)
+    app.view(form.FORM_CALLBACK)(listeners.on_form_submit)
     return app

@@ -1,0 +1,188 @@
+"""The request form: `/signcsr` alone opens it; its answers go through the command's checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bot.commands import FIELD_NAMES
+from bot.config import Settings
+from bot.pam360.models import CSREntry
+from bot.slack.messages import Block, clip, escape
+
+FORM_CALLBACK = "signcsr_form"
+CSR_SELECT_ACTION = "signcsr_csr_select"
+OPTION_LIMIT = 100
+OPTION_TEXT_LIMIT = 75
+# Errors about no particular field are shown on the first input of the form.
+FIRST_BLOCK = "csr"
+
+
+def plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text}
+
+
+def input_block(
+    block_id: str, label: str, element: dict[str, Any], hint: str | None = None
+) -> Block:
+    """An optional input: which fields a request needs depends on its sign type, so the
+    form's answers are checked by the command's rules, not by Slack."""
+    block: Block = {
+        "type": "input",
+        "block_id": block_id,
+        "optional": True,
+        "label": plain(label),
+        "element": {"action_id": block_id, **element},
+    }
+    if hint:
+        block["hint"] = plain(hint)
+    return block
+
+
+def text_element(max_length: int = 200, placeholder: str | None = None) -> dict[str, Any]:
+    element: dict[str, Any] = {"type": "plain_text_input", "max_length": max_length}
+    if placeholder:
+        element["placeholder"] = plain(placeholder)
+    return element
+
+
+def csr_block(from_list: bool) -> Block:
+    """A type-to-search select over PAM360's CSRs (it serves hundreds), or a number field
+    when PAM360's list cannot be read."""
+    if from_list:
+        element = {
+            "type": "external_select",
+            "min_query_length": 0,
+            "placeholder": plain("Search by domain name or CSR ID"),
+        }
+        block = input_block("csr", "CSR in PAM360", element)
+        block["element"]["action_id"] = CSR_SELECT_ACTION
+        return block
+    element = {"type": "number_input", "is_decimal_allowed": False, "min_value": "1"}
+    hint = "PAM360's CSR list could not be read; type the CSR ID as PAM360 shows it."
+    return input_block("csr", "CSR ID", element, hint)
+
+
+def ca_blocks(catalog: Mapping[str, str]) -> list[Block]:
+    if catalog:
+        options = [
+            {"text": plain(clip(cn, OPTION_TEXT_LIMIT)), "value": cn} for cn in list(catalog)[:100]
+        ]
+        root = input_block("root", "CA", {"type": "static_select", "options": options})
+        serial_hint = "Leave empty to use the catalog's serial."
+    else:
+        root = input_block("root", "CA common name", text_element(placeholder="testroot"))
+        serial_hint = "The CA's serial number in hex, as PAM360 shows it."
+    return [root, input_block("serial", "CA serial", text_element(128), serial_hint)]
+
+
+def sign_type_block() -> Block:
+    options = [
+        {"text": plain("PAM360 root or intermediate CA"), "value": "root"},
+        {"text": plain("Microsoft CA (through PAM360)"), "value": "msca"},
+    ]
+    element = {"type": "radio_buttons", "options": options, "initial_option": options[0]}
+    return input_block("type", "Sign with", element)
+
+
+def msca_blocks() -> list[Block]:
+    hint = "Only for a Microsoft CA."
+    return [
+        input_block("server", "Microsoft CA server", text_element(), hint),
+        input_block("ca", "Microsoft CA name", text_element(), hint),
+        input_block("template", "Certificate template", text_element(), hint),
+    ]
+
+
+def form_view(settings: Settings, metadata: Mapping[str, str | None], from_list: bool) -> Block:
+    """The whole modal."""
+    days = {
+        "type": "number_input",
+        "is_decimal_allowed": False,
+        "min_value": "1",
+        "initial_value": str(settings.signcsr_default_days),
+    }
+    intermediate = {
+        "type": "checkboxes",
+        "options": [{"text": plain("Intermediate CA certificate (CA:TRUE)"), "value": "yes"}],
+    }
+    limits = (
+        f"At most {settings.signcsr_max_days} days,"
+        f" {settings.signcsr_max_intermediate_days} for an intermediate."
+    )
+    blocks = [
+        csr_block(from_list),
+        sign_type_block(),
+        *ca_blocks(settings.signcsr_roots),
+        input_block("days", "Validity in days", days, limits),
+        input_block("intermediate", "Intermediate", intermediate),
+        *msca_blocks(),
+        input_block(
+            "org", "PAM360 organization", text_element(100), "Leave empty for the default."
+        ),
+        input_block("reason", "Reason", text_element(500, "What the certificate is for")),
+    ]
+    return {
+        "type": "modal",
+        "callback_id": FORM_CALLBACK,
+        "title": plain("Sign a CSR"),
+        "submit": plain("Ask to sign"),
+        "close": plain("Cancel"),
+        "private_metadata": json.dumps(dict(metadata)),
+        "blocks": blocks,
+    }
+
+
+def field_values(state: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The form's answers as the command's raw fields; empty means not given."""
+    fields: dict[str, str] = {}
+    for name in FIELD_NAMES:
+        for element in (state.get(name) or {}).values():
+            fields[name] = element_value(element)
+    return fields
+
+
+def element_value(element: Mapping[str, Any]) -> str:
+    kind = element.get("type")
+    if kind in ("static_select", "external_select", "radio_buttons"):
+        selected = element.get("selected_option") or {}
+        return str(selected.get("value") or "")
+    if kind == "checkboxes":
+        return "yes" if element.get("selected_options") else "no"
+    return str(element.get("value") or "").strip()
+
+
+def form_error(field: str | None, problem: str) -> dict[str, Any]:
+    """The answer that keeps the form open with the problem under its field."""
+    block = field if field in FIELD_NAMES else FIRST_BLOCK
+    return {"response_action": "errors", "errors": {block: problem}}
+
+
+def csr_options(entries: Iterable[CSREntry], query: str) -> list[dict[str, Any]]:
+    """The CSRs matching what the person typed, newest first, as select options."""
+    query = query.strip().lower()
+    matching = [
+        entry
+        for entry in entries
+        if not query or query in entry.domain_name.lower() or query in str(entry.csr_id)
+    ]
+    matching.sort(key=lambda entry: entry.csr_id, reverse=True)
+    return [
+        {"text": plain(option_text(entry)), "value": str(entry.csr_id)}
+        for entry in matching[:OPTION_LIMIT]
+    ]
+
+
+def option_text(entry: CSREntry) -> str:
+    key = " ".join(part for part in (entry.key_algorithm, entry.key_strength) if part)
+    name = entry.domain_name or "(no name)"
+    suffix = f" · CSR {entry.csr_id}" + (f" · {key}" if key else "")
+    return clip(name, OPTION_TEXT_LIMIT - len(suffix)) + suffix
+
+
+def form_failed_note(error: str, usage_line: str) -> str:
+    return (
+        f"I could not open the request form ({escape(error)}). Type the request instead:\n"
+        f"`{escape(usage_line)}`"
+    )

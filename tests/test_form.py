@@ -1,0 +1,316 @@
+"""The request form, status, list and cancel, and the CSR shown on the approval card."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import responses
+
+from bot.slack.form import CSR_SELECT_ACTION, FORM_CALLBACK
+from bot.slack.messages import APPROVE_ACTION
+from bot.slack.standin import TEAM, Call, SlackStandIn
+from tests.conftest import APPROVER, CHANNEL, REQUESTER, ROOT_SERIAL, STRANGER, Bot
+from tests.test_slack_flow import (
+    CSR_ROWS,
+    LIST_URL,
+    SIGN_URL,
+    SUCCESS,
+    button_ids,
+    card_with_buttons,
+    said,
+    sign_calls,
+    wait_until,
+)
+
+
+@pytest.fixture
+def pam360() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
+        mock.add(responses.POST, SIGN_URL, json=SUCCESS)
+        yield mock
+
+
+def opened_view(slack: SlackStandIn) -> dict[str, Any]:
+    return dict(slack.wait_for("views.open")[0].args["view"])
+
+
+def block_ids(view: dict[str, Any]) -> list[str]:
+    return [block["block_id"] for block in view["blocks"]]
+
+
+def state_for(**answers: Any) -> dict[str, Any]:
+    """The view state Slack sends for a form filled with `answers` (field name → value)."""
+    values: dict[str, Any] = {}
+    for field, answer in answers.items():
+        if field == "csr":
+            element = {"type": "external_select", "selected_option": {"value": str(answer)}}
+            values["csr"] = {CSR_SELECT_ACTION: element}
+        elif field in ("root", "type"):
+            kind = "static_select" if field == "root" else "radio_buttons"
+            values[field] = {field: {"type": kind, "selected_option": {"value": answer}}}
+        elif field == "intermediate":
+            chosen = [{"value": "yes"}] if answer else []
+            values[field] = {field: {"type": "checkboxes", "selected_options": chosen}}
+        elif field == "days":
+            values[field] = {field: {"type": "number_input", "value": str(answer)}}
+        else:
+            values[field] = {field: {"type": "plain_text_input", "value": answer}}
+    return values
+
+
+def submit_form(bot: Bot, slack: SlackStandIn, user: str = REQUESTER, **answers: Any) -> Any:
+    metadata = {
+        "channel_id": CHANNEL,
+        "response_url": slack.response_url(f"form-{user}"),
+        "team_id": TEAM,
+    }
+    payload = {
+        "type": "view_submission",
+        "team": {"id": TEAM},
+        "user": {"id": user},
+        "view": {
+            "id": "VSTANDIN",
+            "type": "modal",
+            "callback_id": FORM_CALLBACK,
+            "private_metadata": json.dumps(metadata),
+            "state": {"values": state_for(**answers)},
+        },
+    }
+    return bot.send(urlencode({"payload": json.dumps(payload)}))
+
+
+def test_bare_command_opens_the_form(make_bot: Any, slack: SlackStandIn, pam360: Any) -> None:
+    bot: Bot = make_bot()
+
+    response = bot.command("", user=REQUESTER)
+
+    assert response.status == 200
+    call = slack.wait_for("views.open")[0]
+    view = call.args["view"]
+    assert call.args["trigger_id"] == "1337.42.abcd"
+    assert view["callback_id"] == FORM_CALLBACK and len(view["title"]["text"]) <= 24
+    assert block_ids(view) == [
+        "csr", "type", "root", "serial", "days", "intermediate",
+        "server", "ca", "template", "org", "reason",
+    ]  # fmt: skip
+    blocks = {block["block_id"]: block for block in view["blocks"]}
+    assert blocks["csr"]["element"]["type"] == "external_select"
+    assert [o["value"] for o in blocks["root"]["element"]["options"]] == ["testroot"]
+    assert blocks["days"]["element"]["initial_value"] == "365"
+    assert json.loads(view["private_metadata"])["channel_id"] == CHANNEL
+    assert slack.calls_to("views.update") == []
+
+
+def test_form_falls_back_to_a_number_when_pam360_list_fails(
+    make_bot: Any, slack: SlackStandIn
+) -> None:
+    bot: Bot = make_bot()
+    with responses.RequestsMock() as mock:
+        mock.add(responses.GET, LIST_URL, status=503, body="down")
+        bot.command("", user=REQUESTER)
+        update = slack.wait_for("views.update")[0]
+
+    csr = update.args["view"]["blocks"][0]
+    assert csr["block_id"] == "csr" and csr["element"]["type"] == "number_input"
+    assert "could not be read" in csr["hint"]["text"]
+
+
+def test_expired_trigger_gets_the_usage(make_bot: Any, slack: SlackStandIn, pam360: Any) -> None:
+    slack.failures["views.open"] = "expired_trigger_id"
+    bot: Bot = make_bot()
+
+    bot.command("", user=REQUESTER)
+
+    note = slack.wait_for("response_url")[0]
+    assert note.args["response_type"] == "ephemeral"
+    assert "expired_trigger_id" in note.args["text"]
+    assert "/signcsr &lt;csr-id&gt; root=" in note.args["text"]
+
+
+def test_csr_select_offers_matching_csrs(make_bot: Any, pam360: Any) -> None:
+    bot: Bot = make_bot()
+    payload = {
+        "type": "block_suggestion",
+        "action_id": CSR_SELECT_ACTION,
+        "block_id": "csr",
+        "value": "csrt",
+        "team": {"id": TEAM},
+        "user": {"id": REQUESTER},
+        "view": {"id": "VSTANDIN", "type": "modal", "callback_id": FORM_CALLBACK},
+    }
+
+    response = bot.send(urlencode({"payload": json.dumps(payload)}))
+
+    options = json.loads(response.body)["options"]
+    assert options == [{"text": {"type": "plain_text", "text": "csrtest · CSR 303 · EC 256"},
+                        "value": "303"}]  # fmt: skip
+
+
+def test_valid_form_creates_the_same_request_as_the_command(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+
+    response = submit_form(bot, slack, csr=303, root="testroot", days=100, reason="new API")
+    bot.command("303 root=testroot days=100 reason=new API", user=REQUESTER)
+
+    assert response.status == 200 and not response.body
+    slack.wait_for("chat.postMessage", count=2)
+    wait_until(lambda: bot.runtime.workflow.get(2).message_ts is not None)
+    from_form, from_text = bot.runtime.workflow.get(1), bot.runtime.workflow.get(2)
+    assert from_form.spec == from_text.spec
+    assert from_form.origin_channel == from_text.origin_channel == CHANNEL
+    cards = [said(call) for call in slack.calls_to("chat.postMessage")]
+    assert cards[0].replace("#1", "#2") == cards[1]
+    note = slack.wait_for("response_url", where=lambda c: "form" in c.path)[0]
+    assert "Request #1 is waiting for an approver" in note.args["text"]
+
+
+@pytest.mark.parametrize(
+    ("answers", "block", "words"),
+    [
+        ({"root": "testroot"}, "csr", "CSR ID"),
+        ({"csr": 303, "root": "testroot", "days": 900}, "days", "825-day limit"),
+        ({"csr": 303, "root": "testroot", "intermediate": True, "days": 2000}, "days", "1825"),
+        ({"csr": 303, "root": "testroot", "serial": "xyz"}, "serial", "xyz"),
+        ({"csr": 303, "type": "msca", "server": "ca01", "ca": "Issuing"}, "template", "template"),
+        ({"csr": 303}, "root", "root"),
+        ({"csr": 303, "root": "testroot", "reason": "x" * 501}, "reason", "reason"),
+    ],
+)
+def test_invalid_form_keeps_it_open_with_the_error_on_its_field(
+    make_bot: Any,
+    slack: SlackStandIn,
+    pam360: Any,
+    answers: dict[str, Any],
+    block: str,
+    words: str,
+) -> None:
+    bot: Bot = make_bot()
+
+    response = submit_form(bot, slack, **answers)
+
+    body = json.loads(response.body)
+    assert body["response_action"] == "errors"
+    assert list(body["errors"]) == [block]
+    assert words.lower() in body["errors"][block].lower()
+    assert bot.runtime.store.get(1) is None
+    assert sign_calls(pam360) == []
+
+
+def test_status_shows_state_people_and_certificate(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+    bot.command("303 root=testroot days=100", user=REQUESTER)
+    card_with_buttons(slack, bot)
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+    wait_until(lambda: bot.runtime.workflow.get(1).state == "signed")
+
+    for user in (REQUESTER, APPROVER, STRANGER):
+        bot.command("status 1", user=user)
+        status = slack.wait_for(
+            "response_url",
+            where=lambda c, u=user: c.path.endswith(u) and "History" in c.args["text"],
+        )
+        text = status[-1].args["text"]
+        assert status[-1].args["response_type"] == "ephemeral"
+        for words in (
+            "Signing request #1: signed",
+            f"<@{REQUESTER}>",
+            "Certificate_ID:* 309",
+            "b7d5fcb7",
+            f"signing by <@{APPROVER}>",
+            "signed by PAM360",
+        ):
+            assert words in text
+
+
+def test_status_of_unknown_request_says_so(make_bot: Any, slack: SlackStandIn) -> None:
+    bot: Bot = make_bot()
+
+    bot.command("status 42", user=REQUESTER)
+
+    assert slack.wait_for("response_url")[0].args["text"] == "There is no request 42."
+
+
+def test_list_shows_pending_newest_first_and_counts_the_rest(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+    for number in range(22):
+        bot.command(f"{300 + number} root=testroot days={10 + number}", user=REQUESTER)
+        slack.wait_for("chat.postMessage", count=number + 1)
+
+    bot.command("list", user=STRANGER)
+
+    text = slack.wait_for("response_url", where=lambda c: "Pending" in c.args["text"])[0]
+    lines = text.args["text"].splitlines()
+    assert lines[0] == "*Pending signing requests (22), newest first:*"
+    assert lines[1].startswith("• #22 by <@UREQUESTER>: CSR 321, CA testroot, 31 days")
+    assert len([line for line in lines if line.startswith("•")]) == 20
+    assert lines[-1] == "…and 2 more."
+
+
+def test_cancel_by_requester_removes_the_buttons(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+
+    bot.command("cancel 1", user=REQUESTER)
+
+    update = slack.wait_for("chat.update")[0]
+    assert "Cancelled* by <@UREQUESTER>" in said(update) and button_ids(update) == []
+    assert bot.runtime.workflow.get(1).state == "cancelled"
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+    slack.wait_for("response_url", where=lambda c: "already cancelled" in c.args.get("text", ""))
+    assert sign_calls(pam360) == []
+
+
+def test_cancel_by_approver_and_refusal_for_a_stranger(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+    bot.command("303 root=testroot", user=REQUESTER)
+    card_with_buttons(slack, bot)
+
+    bot.command("cancel 1", user=STRANGER)
+    refusal = slack.wait_for("response_url", where=lambda c: c.path.endswith(STRANGER))[0]
+    assert refusal.args["text"].startswith("Only the requester")
+    assert bot.runtime.workflow.get(1).state == "pending"
+
+    bot.command("cancel 1", user=APPROVER)
+    slack.wait_for("chat.update")
+    assert bot.runtime.workflow.get(1).state == "cancelled"
+    assert bot.runtime.workflow.get(1).decided_by == APPROVER
+
+
+def card_of(slack: SlackStandIn) -> Call:
+    return slack.wait_for("chat.postMessage")[0]
+
+
+def test_card_shows_what_pam360_knows_of_the_csr(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+
+    bot.command("303 root=testroot", user=REQUESTER)
+
+    assert "*CSR:* *303*: *csrtest* (EC 256)" in said(card_of(slack))
+
+
+def test_card_flags_a_csr_pam360_does_not_list(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+
+    bot.command(f"999 root=testroot serial={ROOT_SERIAL}", user=REQUESTER)
+
+    assert "*999* :warning: *not in PAM360's CSR list*" in said(card_of(slack))
