@@ -212,12 +212,12 @@ def test_status_shows_state_people_and_certificate(
     bot.click(APPROVE_ACTION, 1, APPROVER)
     wait_until(lambda: bot.runtime.workflow.get(1).state == "signed")
 
+    def status_for(user: str) -> Any:
+        return lambda call: call.path.endswith(user) and "History" in call.args["text"]
+
     for user in (REQUESTER, APPROVER, STRANGER):
         bot.command("status 1", user=user)
-        status = slack.wait_for(
-            "response_url",
-            where=lambda c, u=user: c.path.endswith(u) and "History" in c.args["text"],
-        )
+        status = slack.wait_for("response_url", where=status_for(user))
         text = status[-1].args["text"]
         assert status[-1].args["response_type"] == "ephemeral"
         for words in (
