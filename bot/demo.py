@@ -205,26 +205,17 @@ def start_bot(workdir: Path, sandbox: Sandbox, slack: SlackStandIn, secret: str)
 
 
 def converse(runtime: Runtime, slack: SlackStandIn, secret: str, csr_id: int) -> None:
-    """Sam asks, Priya approves, as Slack would deliver both."""
-    text = f'{csr_id} root={CA_NAME} days={DAYS} reason="TLS for the payments API"'
+    """Sam asks, Priya approves, as Slack would deliver both; Sam checks on it."""
     say(f"── #{CHANNEL_NAME} " + "─" * 50)
-    say(f"{PEOPLE[REQUESTER]} types: /signcsr {text}\n")
-    command = {
-        "team_id": TEAM,
-        "channel_id": CHANNEL,
-        "user_id": REQUESTER,
-        "command": "/signcsr",
-        "text": text,
-        "response_url": slack.response_url("command"),
-        "trigger_id": "demo.trigger",
-    }
-    if signed_post(runtime, secret, urlencode(command)) != 200:
-        raise DemoFailed("the slash command was not accepted")
+    text = f'{csr_id} root={CA_NAME} days={DAYS} reason="TLS for the payments API"'
+    type_command(runtime, slack, secret, text)
     card = slack.wait_for("chat.postMessage")[0]
     slack.wait_for("response_url")
-    request_id = int(
-        next(b for b in card.args["blocks"] if b["type"] == "actions")["elements"][0]["value"]
-    )
+    actions = next(block for block in card.args["blocks"] if block["type"] == "actions")
+    request_id = int(actions["elements"][0]["value"])
+
+    type_command(runtime, slack, secret, "list")
+    slack.wait_for("response_url", count=2)
 
     say(f"{PEOPLE[APPROVER]} presses Approve.\n")
     click = {
@@ -236,11 +227,30 @@ def converse(runtime: Runtime, slack: SlackStandIn, secret: str, csr_id: int) ->
         "actions": [{"action_id": APPROVE_ACTION, "type": "button", "value": str(request_id)}],
     }
     if signed_post(runtime, secret, urlencode({"payload": json.dumps(click)})) != 200:
-        raise DemoFailed("the Approve click was not accepted")
-    slack.wait_for(
-        "chat.postMessage", where=lambda c: c.args.get("channel") == REQUESTER, timeout=60
-    )
+        raise DemoFailed("Slack's Approve click was not accepted")
+    told = slack.wait_for("chat.postMessage", where=lambda c: c.args.get("channel") == REQUESTER)
+    if len(told) != 1:
+        raise DemoFailed("the requester was not told the outcome")
+
+    type_command(runtime, slack, secret, f"status {request_id}")
+    slack.wait_for("response_url", count=3)
     say("─" * 66 + "\n")
+
+
+def type_command(runtime: Runtime, slack: SlackStandIn, secret: str, text: str) -> None:
+    """Sam types `/signcsr <text>`; Slack sends it, signed, to the app."""
+    say(f"{PEOPLE[REQUESTER]} types: /signcsr {text}\n")
+    command = {
+        "team_id": TEAM,
+        "channel_id": CHANNEL,
+        "user_id": REQUESTER,
+        "command": "/signcsr",
+        "text": text,
+        "response_url": slack.response_url("command"),
+        "trigger_id": "demo.trigger",
+    }
+    if signed_post(runtime, secret, urlencode(command)) != 200:
+        raise DemoFailed(f"Slack's request for /signcsr {text} was not accepted")
 
 
 def verify(pam360: Any, sandbox: Sandbox, runtime: Runtime) -> None:

@@ -96,11 +96,12 @@ class SlackStandIn:
 
     def answer(self, call: Call) -> dict[str, Any]:
         """What Slack would answer to `call`."""
+        # Shown before it is recorded: whoever waits for the call then sees it printed.
+        if self.on_call is not None:
+            self.on_call(call)
         with self._lock:
             self.calls.append(call)
             self._lock.notify_all()
-        if self.on_call is not None:
-            self.on_call(call)
         error = self.failures.get(call.method) or self._channel_failure(call)
         if error:
             return {"ok": False, "error": error}
