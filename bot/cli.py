@@ -6,13 +6,21 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from logging.handlers import MemoryHandler
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from bot.config import Settings, describe_error
+
+if TYPE_CHECKING:
+    from bot.serve import Service
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +61,28 @@ def configure_logging(level: str) -> None:
     )
 
 
-def serve(args: argparse.Namespace) -> int:
-    from bot import serve as serving
-    from bot.runtime import build_runtime
+@contextmanager
+def held_log(level: str) -> Iterator[None]:
+    """Holds log records while the bot starts. A failed start then shows its one line alone
+    (slack_sdk logs each failed try at ERROR); at DEBUG the held records are shown as well."""
+    root = logging.getLogger()
+    shown = root.handlers
+    holder = MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1, flushOnClose=False)
+    root.handlers = [holder]
+    try:
+        yield
+    except BaseException:
+        if level != "DEBUG":
+            holder.buffer.clear()
+        raise
+    finally:
+        root.handlers = shown
+        for record in holder.buffer:
+            root.handle(record)
+        holder.close()
 
+
+def serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -66,14 +92,30 @@ def serve(args: argparse.Namespace) -> int:
     if app_token is None and settings.slack_signing_secret is None:
         raise StartupError("SLACK_SIGNING_SECRET is required in HTTP mode but not set")
 
+    token = app_token.get_secret_value() if app_token else None
+    with held_log(settings.log_level):
+        service = start(settings, args.host, args.port, token)
+    return service.wait()
+
+
+def start(settings: Settings, host: str, port: int, app_token: str | None) -> Service:
+    """Builds the bot and starts serving it; every failure becomes a StartupError."""
+    from bot import serve as serving
+    from bot.runtime import build_runtime
+
     try:
         runtime = build_runtime(settings)
     except SlackApiError as exc:
-        error = exc.response.get("error", "error") if exc.response is not None else "error"
-        raise StartupError(f"SLACK_BOT_TOKEN was refused by Slack: {error}") from None
+        raise StartupError(f"SLACK_BOT_TOKEN was refused by Slack: {slack_error(exc)}") from None
     except (ArgumentError, SQLAlchemyError) as exc:
         reason = str(exc).splitlines()[0]
         raise StartupError(f"SIGNCSR_DATABASE could not be opened: {reason}") from None
+    except BoltError as exc:
+        # Bolt turns a refused auth.test into a BoltError raised while handling the SlackApiError.
+        if isinstance(exc.__context__, SlackApiError):
+            refused = slack_error(exc.__context__)
+            raise StartupError(f"SLACK_BOT_TOKEN was refused by Slack: {refused}") from None
+        raise StartupError(f"could not start: {exc}") from None
     except OSError as exc:
         raise StartupError(
             f"could not reach Slack at SLACK_API_URL ({settings.slack_api_url}): {exc}"
@@ -81,11 +123,19 @@ def serve(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise StartupError(f"could not start: {type(exc).__name__}: {exc}") from None
 
-    token = app_token.get_secret_value() if app_token else None
+    service = serving.Service(runtime, host=host, port=port, app_token=app_token)
     try:
-        return serving.run(runtime, host=args.host, port=args.port, app_token=token)
-    except OSError as exc:
-        raise StartupError(f"could not listen on {args.host}:{args.port}: {exc.strerror}") from None
+        service.start()
+    except serving.StartFailed as exc:
+        raise StartupError(str(exc)) from None
+    except Exception as exc:
+        raise StartupError(f"could not start: {type(exc).__name__}: {exc}") from None
+    return service
+
+
+def slack_error(exc: SlackApiError) -> str:
+    """Slack's error code (such as invalid_auth), which never holds the token."""
+    return str(exc.response.get("error", "error")) if exc.response is not None else "error"
 
 
 def sandbox(args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 SLACK_ID = re.compile(r"^[UWS][A-Z0-9]+$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -56,7 +58,9 @@ class Settings(BaseSettings):
     """Every variable of the contract. `Settings()` reads the environment;
     `Settings.from_values({...})` builds one from the given values alone (demo, tests)."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    # A variable set to nothing (`SLACK_APP_TOKEN=` in an env file) counts as not set: an empty
+    # signing secret would otherwise be a key that anyone can sign with.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_ignore_empty=True)
 
     slack_bot_token: SecretStr
     slack_signing_secret: SecretStr | None = None
@@ -92,6 +96,13 @@ class Settings(BaseSettings):
     def _bot_token_shape(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith("xoxb-"):
             raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_signing_secret", "pam360_authtoken")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be blank")
         return value
 
     @field_validator("slack_app_token")
@@ -159,6 +170,21 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_catalog(cls, value: dict[str, str]) -> dict[str, str]:
         return {name: normalise_serial(serial) for name, serial in value.items()}
+
+    @field_validator("signcsr_database")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # The URL may hold a password, so no message here repeats it.
+        try:
+            url = make_url(value)
+            url.get_dialect().import_dbapi()
+        except ArgumentError:
+            raise ValueError("must be a SQLAlchemy URL such as sqlite:///signcsr.db") from None
+        except ImportError as exc:
+            raise ValueError(
+                f"the driver for {url.drivername} is not installed ({exc.name})"
+            ) from None
+        return value
 
     @field_validator("signcsr_command")
     @classmethod

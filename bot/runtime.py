@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from bot.config import Settings
 from bot.pam360.client import PAM360Client, build_client
 from bot.pam360.signer import PAM360Signer
-from bot.slack.app import CSRDirectory, build_app, build_policy
+from bot.slack.app import CSRDirectory, Listeners, build_app, build_policy
 from bot.store import Store
 from bot.workflow import Clock, Workflow, utc_now
 
@@ -28,11 +28,12 @@ class Runtime:
     pam360: PAM360Client
     workflow: Workflow
     app: App
-    listeners: ThreadPoolExecutor
+    listeners: Listeners
+    pool: ThreadPoolExecutor
 
     def close(self) -> None:
         """Lets listeners that are still working (a signing in flight) finish first."""
-        self.listeners.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
         self.pam360.close()
         self.store.close()
 
@@ -64,13 +65,13 @@ def build_runtime(
         pam360_timeout=settings.pam360_timeout,
         clock=clock,
     )
-    listeners = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
-    app = build_app(
+    pool = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
+    app, listeners = build_app(
         settings,
         workflow,
         CSRDirectory(pam360),
         client=web,
-        listener_executor=listeners,
+        listener_executor=pool,
         verify_token=verify_token,
     )
     return Runtime(
@@ -80,4 +81,5 @@ def build_runtime(
         workflow=workflow,
         app=app,
         listeners=listeners,
+        pool=pool,
     )

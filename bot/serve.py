@@ -12,6 +12,7 @@ from typing import Any
 from cheroot import wsgi
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.errors import SlackApiError
 
 from bot.runtime import Runtime
 
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+SWEEP_SECONDS = 60
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -61,29 +63,76 @@ def http_server(application: WSGIApp, host: str, port: int) -> wsgi.Server:
     return wsgi.Server((host, port), application, numthreads=16, server_name="signcsr-bot")
 
 
-def run(runtime: Runtime, *, host: str, port: int, app_token: str | None) -> int:
-    """Serves until SIGINT or SIGTERM."""
-    socket = SocketModeHandler(runtime.app, app_token) if app_token else None
-    server = http_server(wsgi_app(runtime, socket), host, port)
-    server.prepare()
-    stop = threading.Event()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda *_: stop.set())
+def sweep_until(runtime: Runtime, stop: threading.Event) -> None:
+    """Expires old requests and marks abandoned signings unknown even when nobody uses the
+    bot, so their messages stop offering buttons."""
+    while True:
+        try:
+            runtime.listeners.refresh_swept()
+        except Exception:
+            logger.exception("sweeping old requests failed; trying again later")
+        if stop.wait(SWEEP_SECONDS):
+            return
 
-    thread = threading.Thread(target=server.serve, name="http", daemon=True)
-    thread.start()
-    if socket is not None:
-        socket.connect()
-        logger.info(
-            "connected to Slack in Socket Mode; /healthz on %s:%d", host, server.bind_addr[1]
-        )
-    else:
-        logger.info("listening for Slack on http://%s:%d%s", host, server.bind_addr[1], EVENTS_PATH)
-    stop.wait()
 
-    logger.info("stopping")
-    if socket is not None:
-        socket.close()
-    server.stop()
-    runtime.close()
-    return 0
+class StartFailed(Exception):
+    """Serving could not start; the message names the option or variable at fault."""
+
+
+class Service:
+    """The HTTP server and, in Socket Mode, the socket: `start()`, then `wait()` for a signal."""
+
+    def __init__(self, runtime: Runtime, *, host: str, port: int, app_token: str | None) -> None:
+        self.runtime = runtime
+        self.host = host
+        self.port = port
+        self.socket = SocketModeHandler(runtime.app, app_token) if app_token else None
+        self.server = http_server(wsgi_app(runtime, self.socket), host, port)
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        """Listens, then connects the socket; on failure everything started is stopped again
+        (the socket's threads would otherwise keep the process alive)."""
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: self.stopping.set())
+        try:
+            self._listen()
+            self._connect()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _listen(self) -> None:
+        try:
+            self.server.prepare()
+        except OSError as exc:
+            raise StartFailed(f"could not listen on {self.host}:{self.port}: {exc}") from None
+        threading.Thread(target=self.server.serve, name="http", daemon=True).start()
+        self.port = self.server.bind_addr[1]
+
+    def _connect(self) -> None:
+        if self.socket is None:
+            logger.info("listening for Slack on http://%s:%d%s", self.host, self.port, EVENTS_PATH)
+            return
+        try:
+            self.socket.connect()
+        except SlackApiError as exc:
+            error = exc.response.get("error", "error") if exc.response is not None else "error"
+            raise StartFailed(f"SLACK_APP_TOKEN was refused by Slack: {error}") from None
+        except OSError as exc:
+            url = self.runtime.settings.slack_api_url
+            raise StartFailed(f"could not reach Slack at SLACK_API_URL ({url}): {exc}") from None
+        logger.info("connected to Slack in Socket Mode; /healthz on %s:%d", self.host, self.port)
+
+    def wait(self) -> int:
+        """Serves until SIGINT or SIGTERM, then stops."""
+        self.stopping.wait()
+        logger.info("stopping")
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+        self.server.stop()
+        self.runtime.close()

@@ -403,8 +403,9 @@ def build_app(
     client: WebClient,
     listener_executor: Executor,
     verify_token: bool = True,
-) -> App:
-    """The Bolt app on `client`; request signatures are verified whenever HTTP is used."""
+) -> tuple[App, Listeners]:
+    """The Bolt app on `client`, and its listeners; request signatures are verified whenever
+    HTTP is used."""
     secret = settings.slack_signing_secret
     app = App(
         client=client,
@@ -422,4 +423,4 @@ def build_app(
     app.action(messages.DENY_ACTION)(listeners.on_deny)
     app.options(form.CSR_SELECT_ACTION)(listeners.on_csr_options)
     app.view(form.FORM_CALLBACK)(listeners.on_form_submit)
-    return app
+    return app, listeners
