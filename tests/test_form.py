@@ -157,6 +157,7 @@ def test_valid_form_creates_the_same_request_as_the_command(
     bot: Bot = make_bot()
 
     response = submit_form(bot, slack, csr=303, root="testroot", days=100, reason="new API")
+    slack.wait_for("chat.postMessage")
     bot.command("303 root=testroot days=100 reason=new API", user=REQUESTER)
 
     assert response.status == 200 and not response.body
