@@ -89,6 +89,9 @@ class Service:
         self.socket = SocketModeHandler(runtime.app, app_token) if app_token else None
         self.server = http_server(wsgi_app(runtime, self.socket), host, port)
         self.stopping = threading.Event()
+        self.sweeper = threading.Thread(
+            target=sweep_until, args=(runtime, self.stopping), name="sweeper", daemon=True
+        )
 
     def start(self) -> None:
         """Listens, then connects the socket; on failure everything started is stopped again
@@ -101,6 +104,7 @@ class Service:
         except BaseException:
             self.stop()
             raise
+        self.sweeper.start()
 
     def _listen(self) -> None:
         try:
@@ -132,6 +136,9 @@ class Service:
         return 0
 
     def stop(self) -> None:
+        self.stopping.set()
+        if self.sweeper.is_alive():
+            self.sweeper.join()
         if self.socket is not None:
             self.socket.close()
         self.server.stop()

@@ -104,7 +104,7 @@ class Listeners:
 
     def on_command(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         text = (body.get("text") or "").strip()
-        word, _, rest = text.partition(" ")
+        word, rest = [*text.split(maxsplit=1), "", ""][:2]
         subcommand = word.lower()
         if subcommand == "help":
             ack(response_type="ephemeral", text=self.help())

@@ -202,7 +202,9 @@ def waiting_note(record: RequestRecord, channel: str) -> str:
 
 
 def usage_error(problem: str, usage: str) -> str:
-    return f":warning: {problem}\nUsage: `{usage}`\nType `/signcsr help` for more."
+    """A refusal of what was typed: the problem (which may quote the input) and the usage."""
+    command = usage.split(" ", 1)[0]
+    return f":warning: {escape(problem)}\nUsage: `{escape(usage)}`\nType `{command} help` for more."
 
 
 def invite_note(channel: str | None) -> str:
@@ -239,7 +241,7 @@ def help_text(
     people = ", ".join(mention(entry) for entry in approvers)
     lines = [
         "*Get a CSR stored in PAM360 signed by one of its CAs.*",
-        f"`{usage}`",
+        f"`{escape(usage)}`",
         f"Example: `{command} 303 root={next(iter(catalog), 'testroot')} days=100"
         ' reason="new API endpoint"`',
         f"`{command}` alone opens a form. `{command} status <id>`, `{command} list`,"
