@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     Column,
@@ -27,14 +27,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import StaticPool
 
-PENDING = "pending"
-SIGNING = "signing"
-SIGNED = "signed"
-FAILED = "failed"
-UNKNOWN = "unknown"
-DENIED = "denied"
-CANCELLED = "cancelled"
-EXPIRED = "expired"
+PENDING: Final = "pending"
+SIGNING: Final = "signing"
+SIGNED: Final = "signed"
+FAILED: Final = "failed"
+UNKNOWN: Final = "unknown"
+DENIED: Final = "denied"
+CANCELLED: Final = "cancelled"
+EXPIRED: Final = "expired"
 FINAL_STATES = {SIGNED, FAILED, UNKNOWN, DENIED, CANCELLED, EXPIRED}
 
 metadata = MetaData()

@@ -161,7 +161,7 @@ class Workflow:
 
     def deny(self, request_id: int, user: str) -> Decision:
         record = self._decidable(request_id, user)
-        return self._close(record, user, DENIED, "denied")
+        return self._close(record, user, DENIED)
 
     def cancel(self, request_id: int, user: str) -> Decision:
         """The requester, or any approver, withdraws a pending request."""
@@ -171,7 +171,7 @@ class Workflow:
                 f"Only the requester (<@{record.requester}>) or an approver can cancel"
                 f" request {request_id}."
             )
-        return self._close(record, user, CANCELLED, "cancelled")
+        return self._close(record, user, CANCELLED)
 
     def sign(self, request_id: int) -> RequestRecord:
         """Calls PAM360 for a request in `signing` and records what came of it."""
@@ -263,7 +263,10 @@ class Workflow:
         current = self._get(record.id)
         return Decision("expired" if current.state == EXPIRED else "already", current)
 
-    def _close(self, record: RequestRecord, user: str, state: str, kind: str) -> Decision:
+    def _close(
+        self, record: RequestRecord, user: str, state: Literal["denied", "cancelled"]
+    ) -> Decision:
+        """pending → denied or cancelled, once."""
         expired = self._expire_if_old(record)
         if expired:
             return expired
@@ -279,7 +282,7 @@ class Workflow:
         if not won:
             return Decision("already", current)
         logger.info("request %d: %s by %s", record.id, state, user)
-        return Decision("denied" if kind == "denied" else "cancelled", current)
+        return Decision(state, current)
 
 
 __all__ = [
