@@ -11,6 +11,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -395,6 +396,14 @@ class Listeners:
             self.update_card(record)
 
 
+class ClientGivenFilter(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN goes unused when a client is given; the client given
+    is made from that very token, so the warning only misleads operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
 def build_app(
     settings: Settings,
     workflow: Workflow,
@@ -407,12 +416,15 @@ def build_app(
     """The Bolt app on `client`, and its listeners; request signatures are verified whenever
     HTTP is used."""
     secret = settings.slack_signing_secret
+    bolt_logger = logging.getLogger("bot.slack.bolt")
+    if not any(isinstance(f, ClientGivenFilter) for f in bolt_logger.filters):
+        bolt_logger.addFilter(ClientGivenFilter())
     app = App(
         client=client,
         listener_executor=listener_executor,
         signing_secret=secret.get_secret_value() if secret else "unused-in-socket-mode",
         token_verification_enabled=verify_token,
-        logger=logging.getLogger("bot.slack.bolt"),
+        logger=bolt_logger,
     )
     # Bolt logs the whole body of a rejected request at INFO: what a forger sent stays out.
     logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
