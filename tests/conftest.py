@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import responses
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk import WebClient
@@ -34,6 +35,35 @@ GROUP_APPROVER = "UGROUPPKI1"
 REQUESTER = "UREQUESTER"
 STRANGER = "USTRANGER1"
 CHANNEL = "CPKIREQUESTS"
+
+
+SIGN_URL = f"{PAM360_URL}/api/pki/restapi/signCSR"
+LIST_URL = f"{PAM360_URL}/api/pki/restapi/getCSRList"
+SUCCESS = {
+    "result": {
+        "message": "Certificate csrtest successfully signed with testroot.",
+        "status": "Success",
+    },
+    "name": "SignCSR",
+    "details": [{"commonName": "csrtest", "Certificate_ID": 309, "serialNumber": "b7d5fcb7"}],
+}
+CSR_ROWS = {
+    "result": {"message": "ok", "status": "Success"},
+    "name": "GetCSRList",
+    "details": {
+        "GeneratedList": [
+            {
+                "CSR_ID": 303,
+                "DOMAIN_NAME": "csrtest",
+                "KEYALGORITHM": "EC",
+                "KEY_STRENGTH": "256",
+                "CREATED_BY": "admin",
+                "CREATED_DATE": "2026-12-01",
+            }
+        ],
+        "totalRows": 1,
+    },
+}
 
 
 @pytest.fixture(autouse=True)
@@ -156,3 +186,11 @@ def make_bot(slack: SlackStandIn, tmp_path: Path) -> Iterator[Any]:
     yield make
     for bot in made:
         bot.close()
+
+
+@pytest.fixture
+def pam360() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
+        mock.add(responses.POST, SIGN_URL, json=SUCCESS)
+        yield mock

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,26 +12,16 @@ import responses
 from bot.slack.form import CSR_SELECT_ACTION, FORM_CALLBACK
 from bot.slack.messages import APPROVE_ACTION
 from bot.slack.standin import TEAM, Call, SlackStandIn
-from tests.conftest import APPROVER, CHANNEL, REQUESTER, ROOT_SERIAL, STRANGER, Bot
-from tests.test_slack_flow import (
-    CSR_ROWS,
+from tests.conftest import (
+    APPROVER,
+    CHANNEL,
     LIST_URL,
-    SIGN_URL,
-    SUCCESS,
-    button_ids,
-    card_with_buttons,
-    said,
-    sign_calls,
-    wait_until,
+    REQUESTER,
+    ROOT_SERIAL,
+    STRANGER,
+    Bot,
 )
-
-
-@pytest.fixture
-def pam360() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
-        mock.add(responses.POST, SIGN_URL, json=SUCCESS)
-        yield mock
+from tests.scenario import button_ids, card_with_buttons, said, sign_calls, wait_until
 
 
 def opened_view(slack: SlackStandIn) -> dict[str, Any]:

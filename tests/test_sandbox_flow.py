@@ -18,8 +18,8 @@ from bot.slack.form import CSR_SELECT_ACTION, FORM_CALLBACK
 from bot.slack.messages import APPROVE_ACTION
 from bot.slack.standin import TEAM, SlackStandIn
 from tests.conftest import APPROVER, CSR_DIR, REQUESTER, STRANGER, Bot, bot_settings, start_bot
+from tests.scenario import card_with_buttons, said, wait_until
 from tests.test_form import submit_form
-from tests.test_slack_flow import card_with_buttons, said, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,19 @@ import responses
 
 from bot.slack.messages import APPROVE_ACTION
 from bot.slack.standin import SlackStandIn
-from tests.conftest import APPROVER, PAM360_TOKEN, REQUESTER, SIGNING_SECRET, Bot, signed_headers
-from tests.test_slack_flow import CSR_ROWS, LIST_URL, SIGN_URL, SUCCESS, card_with_buttons, said
+from tests.conftest import (
+    APPROVER,
+    CSR_ROWS,
+    LIST_URL,
+    PAM360_TOKEN,
+    REQUESTER,
+    SIGN_URL,
+    SIGNING_SECRET,
+    SUCCESS,
+    Bot,
+    signed_headers,
+)
+from tests.scenario import card_with_buttons, said
 
 BOT_TOKEN = "xoxb-bot-token-must-never-leak-5e4f"
 SECRETS = (BOT_TOKEN, SIGNING_SECRET, PAM360_TOKEN)

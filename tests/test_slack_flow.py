@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -16,116 +14,23 @@ import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from bot.slack.messages import APPROVE_ACTION, DENY_ACTION
-from bot.slack.standin import Call, SlackStandIn
-from bot.workflow import Refusal
+from bot.slack.standin import SlackStandIn
 from tests.conftest import (
     APPROVER,
     APPROVER_2,
     CHANNEL,
+    CSR_ROWS,
     GROUP_APPROVER,
-    PAM360_URL,
+    LIST_URL,
     REQUESTER,
     ROOT_SERIAL,
+    SIGN_URL,
     STRANGER,
+    SUCCESS,
     Bot,
     signed_headers,
 )
-
-SIGN_URL = f"{PAM360_URL}/api/pki/restapi/signCSR"
-LIST_URL = f"{PAM360_URL}/api/pki/restapi/getCSRList"
-SUCCESS = {
-    "result": {
-        "message": "Certificate csrtest successfully signed with testroot.",
-        "status": "Success",
-    },
-    "name": "SignCSR",
-    "details": [{"commonName": "csrtest", "Certificate_ID": 309, "serialNumber": "b7d5fcb7"}],
-}
-CSR_ROWS = {
-    "result": {"message": "ok", "status": "Success"},
-    "name": "GetCSRList",
-    "details": {
-        "GeneratedList": [
-            {
-                "CSR_ID": 303,
-                "DOMAIN_NAME": "csrtest",
-                "KEYALGORITHM": "EC",
-                "KEY_STRENGTH": "256",
-                "CREATED_BY": "admin",
-                "CREATED_DATE": "2026-12-01",
-            }
-        ],
-        "totalRows": 1,
-    },
-}
-
-
-@pytest.fixture
-def pam360() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
-        mock.add(responses.POST, SIGN_URL, json=SUCCESS)
-        yield mock
-
-
-def sign_calls(mock: responses.RequestsMock) -> list[dict[str, Any]]:
-    """The INPUT_DATA of every signCSR PAM360 received."""
-    bodies = []
-    for call in mock.calls:
-        if call.request.url == SIGN_URL:
-            form = parse_qs(str(call.request.body))
-            bodies.append(json.loads(form["INPUT_DATA"][0]))
-    return bodies
-
-
-def said(call: Call) -> str:
-    """Everything a person would read in one posted message."""
-    parts = [str(call.args.get("text", ""))]
-    for block in call.args.get("blocks") or []:
-        if "text" in block:
-            parts.append(block["text"]["text"])
-        for element in block.get("elements", []):
-            text = element.get("text")
-            parts.append(text["text"] if isinstance(text, dict) else str(text or ""))
-    return "\n".join(parts)
-
-
-def ack_text(response: Any) -> str:
-    return json.loads(response.body)["text"] if response.body else ""
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> None:
-    """Polls `check` until it holds; a request not stored yet counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while not holds(check):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
-def holds(check: Any) -> bool:
-    try:
-        return bool(check())
-    except Refusal:
-        return False
-
-
-def card_with_buttons(slack: SlackStandIn, bot: Bot | None = None) -> Call:
-    """The approval message, once the bot has recorded where it is (a person can only click
-    it after that; a test could click sooner)."""
-    posted = slack.wait_for("chat.postMessage", where=lambda c: "thread_ts" not in c.args)
-    if bot is not None:
-        wait_until(lambda: bot.runtime.workflow.get(1).message_ts is not None)
-    return posted[0]
-
-
-def button_ids(call: Call) -> list[str]:
-    return [
-        element["action_id"]
-        for block in call.args.get("blocks") or []
-        if block["type"] == "actions"
-        for element in block["elements"]
-    ]
+from tests.scenario import button_ids, card_with_buttons, said, sign_calls, wait_until
 
 
 def test_approver_signs_own_request_at_once(

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import responses
 
 from bot.commands import SignSpec
 from bot.pam360.client import build_client
@@ -16,7 +14,7 @@ from bot.pam360.signer import PAM360Signer
 from bot.policy import GroupLookupFailed, Policy
 from bot.store import Store
 from bot.workflow import Refusal, Workflow
-from tests.test_slack_flow import SIGN_URL, SUCCESS, sign_calls
+from tests.scenario import sign_calls
 
 SPEC = SignSpec(
     csr_id=303,
@@ -57,13 +55,6 @@ def make_workflow(database: str, clock: Clock, **policy: object) -> Workflow:
 @pytest.fixture
 def database(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.db'}"
-
-
-@pytest.fixture
-def pam360() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add(responses.POST, SIGN_URL, json=SUCCESS)
-        yield mock
 
 
 def submit(workflow: Workflow, requester: str = "UREQUESTER") -> int:
