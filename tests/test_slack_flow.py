@@ -426,3 +426,17 @@ def test_signing_whose_signer_died_becomes_unknown_and_is_not_resent(
     bot.click(APPROVE_ACTION, 1, APPROVER)
     slack.wait_for("response_url", where=lambda c: "already" in c.args.get("text", ""))
     assert sign_calls(pam360) == []
+
+
+def test_approval_channel_receives_the_card_and_the_requester_is_pointed_there(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot(signcsr_approval_channel="CAPPROVALS")
+
+    bot.command("303 root=testroot", user=REQUESTER, channel="CENGINEERING")
+
+    card = card_with_buttons(slack, bot)
+    assert card.args["channel"] == "CAPPROVALS"
+    note = slack.wait_for("response_url")[0]
+    assert note.args["response_type"] == "ephemeral"
+    assert "waiting for an approver in <#CAPPROVALS>" in note.args["text"]
