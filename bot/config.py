@@ -23,12 +23,13 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def normalise_serial(serial: str) -> str:
-    """A CA serial as PAM360 shows it: lower-case hex, no colons or spaces, no 0x."""
+    """A CA serial as PAM360 shows it: lower-case hex, no colons or spaces, no 0x, and no
+    leading zeros (openssl's 01:87:… is PAM360's 187…, the same number)."""
     cleaned = serial.strip().replace(":", "").replace(" ", "").lower()
     cleaned = cleaned.removeprefix("0x")
     if not cleaned or not re.fullmatch(r"[0-9a-f]+", cleaned):
         raise ValueError(f"{serial!r} is not a hexadecimal serial number")
-    return cleaned
+    return cleaned.lstrip("0") or "0"
 
 
 def split_ids(value: Any) -> Any:

@@ -93,6 +93,8 @@ def test_contract_example_takes_serial_from_catalog(catalog_settings: Settings) 
         ("   303    root=testroot     days=7   ", {"days": 7}),
         ("303 root=testroot serial=AB:CD:EF", {"root_serial": "abcdef"}),
         ("303 root=testroot serial=0xBEEF", {"root_serial": "beef"}),
+        ("303 root=testroot serial=01:87:93:76:42:4C", {"root_serial": "1879376424c"}),
+        ("303 root=testroot serial=00", {"root_serial": "0"}),
         ("303 root=testintermediate intermediate=yes days=1825", {"intermediate": True}),
         ("303 root=testroot intermediate=NO", {"intermediate": False}),
         ("303 root=testroot intermediate=1", {"intermediate": True}),
@@ -126,7 +128,7 @@ def test_root_requests(text: str, expected: dict[str, Any], catalog_settings: Se
 
 def test_without_catalog_an_explicit_serial_names_the_ca(bare_settings: Settings) -> None:
     spec = parse_sign_command('42 root="Corp Root" serial=01:AB', bare_settings)
-    assert (spec.root_name, spec.root_serial, spec.days) == ("Corp Root", "01ab", 365)
+    assert (spec.root_name, spec.root_serial, spec.days) == ("Corp Root", "1ab", 365)
 
 
 def test_explicit_serial_wins_over_the_catalog(catalog_settings: Settings) -> None:
