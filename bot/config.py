@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from cryptography import x509
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -19,6 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 SLACK_ID = re.compile(r"^[UWS][A-Z0-9]+$")
+# Public and private channels (C…, and G… for older private ones); a DM channel (D…).
+CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -45,14 +48,40 @@ def parse_catalog(value: Any) -> Any:
         return value
     text = value.strip()
     if text.startswith("{"):
-        return json.loads(text)
-    catalog: dict[str, str] = {}
+        return json.loads(text, object_pairs_hook=_catalog_pairs)
+    pairs = []
     for entry in filter(None, (part.strip() for part in text.split(","))):
         name, sep, serial = entry.rpartition("=")
         if not sep or not name.strip():
             raise ValueError(f"entry {entry!r} is not cn=serial")
-        catalog[name.strip()] = serial
+        pairs.append((name.strip(), serial))
+    return _catalog_pairs(pairs)
+
+
+def _catalog_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Names are matched in any case, so two entries that differ only in case would make
+    `root=` ambiguous; the later one must not silently win."""
+    catalog: dict[str, Any] = {}
+    seen: set[str] = set()
+    for name, serial in pairs:
+        if name.casefold() in seen:
+            raise ValueError(f"CA {name!r} is listed twice; list each CA once")
+        seen.add(name.casefold())
+        catalog[name] = serial
     return catalog
+
+
+def plain_url(value: str, example: str) -> str:
+    """An http(s) URL without a user name or password: those would be shown wherever the
+    URL is (logs, error messages in Slack), and neither PAM360 nor Slack takes them."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be a URL such as {example}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not hold a user name or password; give the plain URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ValueError("must use https: the token must not cross the network in clear")
+    return value.strip()
 
 
 class Settings(BaseSettings):
@@ -79,10 +108,11 @@ class Settings(BaseSettings):
     signcsr_approval_channel: str | None = None
     signcsr_self_approval: bool = True
     signcsr_roots: Annotated[dict[str, str], NoDecode] = {}
-    signcsr_pending_hours: float = Field(default=72.0, gt=0)
-    signcsr_default_days: int = Field(default=365, ge=1)
+    signcsr_pending_hours: float = Field(default=72.0, gt=0, le=24 * 365, allow_inf_nan=False)
     signcsr_max_days: int = Field(default=825, ge=1)
     signcsr_max_intermediate_days: int = Field(default=1825, ge=1)
+    # After the limits, so that its check can see them.
+    signcsr_default_days: int = Field(default=365, ge=1)
     signcsr_database: str = "sqlite:///signcsr.db"
     signcsr_command: str = "/signcsr"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -116,20 +146,13 @@ class Settings(BaseSettings):
     @field_validator("slack_api_url")
     @classmethod
     def _slack_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
-        return value if value.endswith("/") else value + "/"
+        url = plain_url(value, "https://slack.com/api/")
+        return url if url.endswith("/") else url + "/"
 
     @field_validator("pam360_url")
     @classmethod
     def _pam360_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be a URL such as https://pam360.example.com:8282")
-        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-            raise ValueError("must use https: the AUTHTOKEN must not cross the network in clear")
-        return value.strip().rstrip("/")
+        return plain_url(value, "https://pam360.example.com:8282").rstrip("/")
 
     @field_validator("pam360_ca_bundle")
     @classmethod
@@ -137,9 +160,32 @@ class Settings(BaseSettings):
         if value is None:
             return None
         try:
-            value.read_bytes()
+            pem = value.read_bytes()
         except OSError as exc:
             raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        try:
+            x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            problem = f"{value} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            raise ValueError(problem) from None
+        return value
+
+    @field_validator("signcsr_approval_channel")
+    @classmethod
+    def _channel_id(cls, value: str | None) -> str | None:
+        if value is not None and not CHANNEL_ID.match(value):
+            raise ValueError(
+                f"{value!r} is not a channel ID: give the ID such as C0123ABCD (channel details,"
+                " at the bottom of About), not the channel's name"
+            )
+        return value
+
+    @field_validator("signcsr_default_days")
+    @classmethod
+    def _default_within_limit(cls, value: int, info: ValidationInfo) -> int:
+        limit = info.data.get("signcsr_max_days")
+        if limit is not None and value > limit:
+            raise ValueError(f"{value} is more than SIGNCSR_MAX_DAYS ({limit})")
         return value
 
     @field_validator("signcsr_approvers", "signcsr_requesters", mode="before")

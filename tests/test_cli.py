@@ -103,6 +103,13 @@ def test_nothing_set_names_a_required_variable(tmp_path: Path) -> None:
         ("PAM360_URL", "not a url"),
         ("PAM360_URL", "http://pam.example.com"),
         ("PAM360_CA_BUNDLE", "/nonexistent.pem"),
+        ("PAM360_CA_BUNDLE", __file__),  # readable, but not PEM
+        ("PAM360_URL", f"https://admin:{DB_PASSWORD}@pam.example.com"),
+        ("SLACK_API_URL", "http://slack.com/api/"),
+        ("SIGNCSR_APPROVAL_CHANNEL", "#pki-requests"),
+        ("SIGNCSR_DEFAULT_DAYS", "900"),
+        ("SIGNCSR_PENDING_HOURS", "inf"),
+        ("SIGNCSR_ROOTS", "testroot=1a,TestRoot=2b"),
         ("PAM360_TIMEOUT", "abc"),
         ("SIGNCSR_APPROVERS", "bob"),
         ("SIGNCSR_MAX_DAYS", "-1"),
