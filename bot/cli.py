@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from logging.handlers import MemoryHandler
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,28 +30,66 @@ class StartupError(Exception):
     """A problem that stops the bot from starting; printed as one line, no traceback."""
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0 meaning any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
+SERVE_HELP = """Runs the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP
+(POST /slack/events). Both serve GET /healthz on --port. Settings come from the environment:
+SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET (HTTP), PAM360_URL, PAM360_AUTHTOKEN, SIGNCSR_APPROVERS
+and the optional variables that README.md lists."""
+SANDBOX_HELP = """Runs a PAM360-compatible server over HTTPS on 127.0.0.1, with a real CA
+(testroot, testintermediate and an emulated Microsoft CA), and prints the PAM360_* and
+SIGNCSR_ROOTS lines that point the bot at it. Its token is PAM360_AUTHTOKEN when set."""
+DEMO_HELP = """Shows the whole flow offline: starts the sandbox and a Slack stand-in, asks for a
+signature, approves it, and verifies the certificate. Needs no variables; exits 0 on success."""
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="signcsr-bot",
         description="Get CSRs stored in ManageEngine PAM360 signed, with approvals in Slack.",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the Slack app (Socket Mode or HTTP)")
+    serve = commands.add_parser(
+        "serve", help="run the Slack app (Socket Mode or HTTP)", description=SERVE_HELP
+    )
     serve.add_argument(
         "--http", action="store_true", help="serve HTTP even if SLACK_APP_TOKEN is set"
     )
-    serve.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    serve.add_argument("--port", type=port_number, default=3000, help="port (default 3000)")
     serve.add_argument("--host", default="0.0.0.0", help="HTTP address (default 0.0.0.0)")  # noqa: S104
 
-    sandbox = commands.add_parser("sandbox", help="run a PAM360-compatible sandbox with a real CA")
-    sandbox.add_argument("--port", type=int, default=8282, help="HTTPS port (default 8282)")
+    sandbox = commands.add_parser(
+        "sandbox", help="run a PAM360-compatible sandbox with a real CA", description=SANDBOX_HELP
+    )
+    sandbox.add_argument(
+        "--port", type=port_number, default=8282, help="HTTPS port, 0 for any (default 8282)"
+    )
     sandbox.add_argument(
         "--data-dir", type=Path, default=Path("sandbox-data"), help="state (default ./sandbox-data)"
     )
 
-    commands.add_parser("demo", help="show the whole flow offline, with the sandbox")
+    commands.add_parser(
+        "demo", help="show the whole flow offline, with the sandbox", description=DEMO_HELP
+    )
     return top
+
+
+def package_version() -> str:
+    try:
+        return version("signcsr-bot")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def configure_logging(level: str) -> None:
@@ -146,6 +185,12 @@ def sandbox(args: argparse.Namespace) -> int:
     try:
         return run(args.port, args.data_dir, token)
     except OSError as exc:
+        # A file named in the error is the data dir's; without one it is the port's.
+        if exc.filename is not None:
+            raise StartupError(
+                f"sandbox could not use its data dir {args.data_dir}: {exc.strerror}:"
+                f" {exc.filename}"
+            ) from None
         raise StartupError(f"sandbox could not start on port {args.port}: {exc}") from None
 
 

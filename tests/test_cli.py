@@ -192,6 +192,28 @@ def test_port_in_use_is_one_line(serve_env: dict[str, str]) -> None:
     assert port in the_one_line(finished)
 
 
+@pytest.mark.parametrize("command", ["serve", "sandbox"])
+def test_a_port_out_of_range_is_refused_by_name(tmp_path: Path, command: str) -> None:
+    finished = run_bot(scrubbed_env(tmp_path / "home"), command, "--port", "99999")
+
+    assert finished.returncode == 2
+    assert "Traceback" not in finished.stderr
+    assert "--port: 99999 is not a port number" in finished.stderr
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "sandbox-data"
+    not_a_dir.write_text("a file, not a folder")
+
+    finished = run_bot(
+        scrubbed_env(tmp_path / "home"), "sandbox", "--port", "0", "--data-dir", str(not_a_dir)
+    )
+
+    line = the_one_line(finished)
+    assert f"data dir {not_a_dir}" in line
+    assert "port" not in line
+
+
 def test_comma_separated_approvers_are_accepted(serve_env: dict[str, str]) -> None:
     # pydantic-settings would read a list as JSON; past the settings, Slack is what fails.
     with SlackStandIn(failures={"auth.test": "invalid_auth"}) as slack:
@@ -255,6 +277,7 @@ class Sandbox:
         self.lines: queue.Queue[str] = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        self.stderr = ""
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -283,6 +306,8 @@ class Sandbox:
             self.process.kill()
             code = self.process.wait()
         self.reader.join()
+        if self.process.stderr is not None and not self.process.stderr.closed:
+            self.stderr = self.process.stderr.read()
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
@@ -327,6 +352,7 @@ def test_sandbox_prints_a_working_environment(tmp_path: Path, start_sandbox: typ
     assert len(environment["PAM360_AUTHTOKEN"]) >= 16
     assert answers_with_token(environment) == 200
     assert sandbox.stop() == 0
+    assert "importCSR" in sandbox.stderr and "sandbox-ca01" in sandbox.stderr
 
 
 def test_sandbox_uses_the_given_token(tmp_path: Path, start_sandbox: type[Sandbox]) -> None:

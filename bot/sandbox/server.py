@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -334,6 +335,19 @@ class Sandbox:
             raise
 
 
+def next_steps() -> str:
+    """How to give the sandbox a CSR, and the names its Microsoft CA answers to."""
+    return "\n".join(
+        [
+            "# To import a CSR (its CSR_ID then shows in getCSRList):",
+            '#   curl --cacert "$PAM360_CA_BUNDLE" -H "AUTHTOKEN: $PAM360_AUTHTOKEN" \\',
+            '#     -F CSR=@my.csr "$PAM360_URL/api/pki/restapi/importCSR"',
+            f"# Its Microsoft CA: server {api.MSCA_SERVER}, CA {api.MSCA_CA!r},"
+            f" template {api.MSCA_TEMPLATE} ({api.MSCA_DAYS}-day certificates).",
+        ]
+    )
+
+
 def run(port: int, data_dir: Path, token: str | None) -> int:
     """Serves the sandbox until SIGINT or SIGTERM, after printing its environment lines."""
     stop_signals = (signal.SIGINT, signal.SIGTERM)
@@ -349,6 +363,8 @@ def run(port: int, data_dir: Path, token: str | None) -> int:
             print(f"# PAM360 sandbox on {sandbox.url}; Ctrl-C stops it. Environment:", flush=True)
             for line in sandbox.env_lines():
                 print(line, flush=True)
+            # The next steps go to stderr: stdout stays a clean environment file.
+            print(next_steps(), file=sys.stderr, flush=True)
             while not stopping:
                 time.sleep(0.2)
     finally:
