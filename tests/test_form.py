@@ -213,7 +213,7 @@ def test_status_shows_state_people_and_certificate(
         for words in (
             "Signing request #1: signed",
             f"<@{REQUESTER}>",
-            "Certificate_ID:* 309",
+            "Certificate_ID 309",
             "b7d5fcb7",
             f"signing by <@{APPROVER}>",
             "signed by PAM360",
@@ -293,7 +293,7 @@ def test_card_shows_what_pam360_knows_of_the_csr(
 
     bot.command("303 root=testroot", user=REQUESTER)
 
-    assert "*CSR:* *303*: *csrtest* (EC 256)" in said(card_of(slack))
+    assert "*CSR:* *303* · *csrtest* (EC 256)" in said(card_of(slack))
 
 
 def test_card_flags_a_csr_pam360_does_not_list(

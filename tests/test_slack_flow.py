@@ -370,6 +370,44 @@ def test_help_lists_catalog_limits_and_approvers(make_bot: Any) -> None:
     assert body["response_type"] == "ephemeral"
     for words in ("testroot", ROOT_SERIAL, "825", "1825", f"<@{APPROVER}>", "<!subteam^SPKIGROUP>"):
         assert words in body["text"]
+    # Typed placeholders are escaped, or Slack would read <id> as a link.
+    assert "status &lt;id&gt;" in body["text"] and "<id>" not in body["text"]
+
+
+def test_a_serial_that_is_not_the_catalogs_is_flagged_for_the_approver(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+
+    bot.command("303 root=testroot serial=0bad", user=REQUESTER)
+
+    card = said(card_with_buttons(slack))
+    assert "(serial `bad`) :warning: *not the catalog's serial for this CA*" in card
+    assert f"(`{ROOT_SERIAL}`)" in card
+
+
+def test_microsoft_ca_validity_is_shown_as_asked_not_promised(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+
+    bot.command("303 server=ca01 ca=IssuingCA template=WebServer days=30", user=APPROVER)
+
+    final = said(slack.wait_for("chat.update")[-1])
+    assert "30 days asked (the template may set another)" in final
+    assert "template WebServer sets its validity" in final
+    assert "valid 30 days" not in final
+    assert sign_calls(pam360)[0]["operation"]["Details"]["Validity"] == 30
+
+
+def test_notes_name_the_configured_command(make_bot: Any, slack: SlackStandIn, pam360: Any) -> None:
+    bot: Bot = make_bot(signcsr_command="/pki-sign")
+
+    bot.command("303 root=testroot", user=REQUESTER)
+
+    note = slack.wait_for("response_url")[0].args["text"]
+    assert "`/pki-sign status 1`" in note and "`/pki-sign cancel 1`" in note
+    assert "/signcsr" not in note
 
 
 def test_hostile_reason_is_shown_inert(make_bot: Any, slack: SlackStandIn, pam360: Any) -> None:

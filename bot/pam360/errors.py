@@ -91,7 +91,7 @@ class OutcomeUnknown(PAM360Error):
     def __init__(self, url: str, what_happened: str) -> None:
         self.what_happened = what_happened
         super().__init__(
-            f"The outcome is unknown: {what_happened} after the request was sent to PAM360 at"
-            f" {url}. PAM360 may have signed the CSR. Check PAM360's certificates before"
-            " asking again."
+            f"No clear answer: {what_happened} after the request was sent to PAM360 at {url},"
+            " so PAM360 may have signed the CSR. Check PAM360's certificates before asking"
+            " again."
         )

@@ -227,7 +227,8 @@ class Listeners:
     def show_status(self, request_id: int, respond: Respond) -> None:
         self.refresh_swept()
         record = self.workflow.get(request_id)
-        text = messages.status_text(record, self.workflow.history(request_id))
+        history = self.workflow.history(request_id)
+        text = messages.status_text(record, history, self.settings.signcsr_roots)
         respond(response_type="ephemeral", text=text)
 
     def show_list(self, team_id: str | None, respond: Respond) -> None:
@@ -264,7 +265,8 @@ class Listeners:
         record = self.workflow.get(record.id)
         channel = self.post_card(record, respond)
         if channel:
-            respond(response_type="ephemeral", text=messages.waiting_note(record, channel))
+            note = messages.waiting_note(record, channel, self.settings.signcsr_command)
+            respond(response_type="ephemeral", text=note)
 
     def sign_alone(self, record: RequestRecord, respond: Respond) -> None:
         started = self.workflow.start_self_signing(record.id, record.requester)
@@ -283,7 +285,7 @@ class Listeners:
         """Posts the approval message; falls back to the command's response_url when the bot
         cannot post in the channel. Returns the channel it posted in, if it did."""
         channel = self.approval_channel(record)
-        text, blocks = messages.card(record)
+        text, blocks = messages.card(record, self.settings.signcsr_roots)
         try:
             if not channel:
                 raise SlackApiError("no channel", {"ok": False, "error": "channel_not_found"})
@@ -358,7 +360,7 @@ class Listeners:
         self.tell_requester(record)
 
     def update_card(self, record: RequestRecord, respond: Respond | None = None) -> None:
-        text, blocks = messages.card(record)
+        text, blocks = messages.card(record, self.settings.signcsr_roots)
         try:
             if record.message_channel and record.message_ts:
                 self.client.chat_update(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ STATE_WORDS = {
     "pending": "waiting for an approver",
     "signing": "approved, signing in PAM360",
     "signed": "signed",
-    "failed": "not signed: PAM360 or the way to it failed",
+    "failed": "not signed",
     "unknown": "outcome unknown: check PAM360",
     "denied": "denied",
     "cancelled": "cancelled",
@@ -54,18 +54,26 @@ def user(user_id: str | None) -> str:
     return f"<@{user_id}>" if user_id else "nobody"
 
 
-def ca_line(spec: SignSpec) -> str:
+def ca_line(spec: SignSpec, catalog: Mapping[str, str]) -> str:
     if spec.sign_type == "msca":
         return (
             f"Microsoft CA *{escape(spec.msca_ca or '')}* on *{escape(spec.msca_server or '')}*,"
             f" template *{escape(spec.msca_template or '')}*"
         )
-    return f"*{escape(spec.root_name or '')}* (serial `{spec.root_serial}`)"
+    line = f"*{escape(spec.root_name or '')}* (serial `{spec.root_serial}`)"
+    known = catalog.get(spec.root_name or "")
+    if known is not None and known != spec.root_serial:
+        # The requester's serial= wins over the catalog's; the approver must see that it did.
+        line += f" :warning: *not the catalog's serial for this CA* (`{known}`)"
+    return line
 
 
 def days_line(spec: SignSpec) -> str:
-    if spec.days is None:
-        return "as the template sets"
+    """The validity asked for; a Microsoft CA's template has the last word on it."""
+    if spec.sign_type == "msca":
+        if spec.days is None:
+            return "as the template sets"
+        return f"{spec.days} days asked (the template may set another)"
     return f"{spec.days} days"
 
 
@@ -79,16 +87,16 @@ def csr_line(spec: SignSpec, summary: dict[str, Any] | None) -> str:
         part for part in (summary.get("key_algorithm"), summary.get("key_strength")) if part
     )
     domain = escape(str(summary.get("domain_name") or "?"))
-    return f"*{spec.csr_id}*: *{domain}*" + (f" ({escape(strength)})" if strength else "")
+    return f"*{spec.csr_id}* · *{domain}*" + (f" ({escape(strength)})" if strength else "")
 
 
-def request_fields(record: RequestRecord) -> str:
+def request_fields(record: RequestRecord, catalog: Mapping[str, str]) -> str:
     spec = SignSpec.model_validate(record.spec)
-    sign_type = "MSCA" if spec.sign_type == "msca" else "signWithRoot"
+    sign_type = "Microsoft CA (MSCA)" if spec.sign_type == "msca" else "PAM360 CA (signWithRoot)"
     lines = [
         f"*Requester:* {user(record.requester)}",
         f"*CSR:* {csr_line(spec, record.csr_summary)}",
-        f"*CA:* {ca_line(spec)}",
+        f"*CA:* {ca_line(spec, catalog)}",
         f"*Validity:* {days_line(spec)}   *Intermediate:* {yes_no(spec.intermediate)}"
         f"   *Sign type:* {sign_type}",
     ]
@@ -129,26 +137,37 @@ def certificate_words(record: RequestRecord) -> str:
     if record.certificate_serial:
         details.append(f"serial `{escape(record.certificate_serial)}`")
     issued = f"Certificate *{name}*" + (f" ({', '.join(details)})" if details else "")
-    ca = spec.root_name if spec.sign_type == "root" else spec.msca_ca
-    return f"{issued} from *{escape(ca or '?')}*, valid {days_line(spec)}."
+    if spec.sign_type == "msca":
+        template = escape(spec.msca_template or "?")
+        return (
+            f"{issued} from *{escape(spec.msca_ca or '?')}*; template {template} sets its validity."
+        )
+    return f"{issued} from *{escape(spec.root_name or '?')}*, valid {days_line(spec)}."
 
 
 def card_title(record: RequestRecord) -> str:
     return f"Signing request #{record.id}: {STATE_WORDS.get(record.state, record.state)}"
 
 
-def card(record: RequestRecord) -> tuple[str, list[Block]]:
+def card(record: RequestRecord, catalog: Mapping[str, str]) -> tuple[str, list[Block]]:
     """The approval message: the request, its state, and buttons while it is pending."""
     blocks = [
         section(f"*{card_title(record)}*"),
-        section(request_fields(record)),
+        section(request_fields(record, catalog)),
         section(outcome_line(record)),
     ]
-    if record.decided_by and record.state not in ("pending", "signing"):
-        blocks.append(context(f"Decided by {user(record.decided_by)}."))
+    # Denied and cancelled say who in their outcome line already.
+    if record.decided_by and record.state in ("signed", "failed", "unknown"):
+        blocks.append(context(approval_words(record)))
     if record.state == "pending":
         blocks.append(buttons(record.id))
     return clip(card_title(record), TEXT_LIMIT), blocks
+
+
+def approval_words(record: RequestRecord) -> str:
+    if record.decided_by == record.requester:
+        return f"{user(record.requester)} is an approver: their own request needs no second one."
+    return f"Approved by {user(record.decided_by)}."
 
 
 def buttons(request_id: int) -> Block:
@@ -185,7 +204,7 @@ def buttons(request_id: int) -> Block:
 
 def thread_reply(record: RequestRecord) -> str:
     return clip(
-        f"{user(record.requester)} request #{record.id}: {outcome_line(record)}", TEXT_LIMIT
+        f"Request #{record.id} from {user(record.requester)}: {outcome_line(record)}", TEXT_LIMIT
     )
 
 
@@ -193,11 +212,11 @@ def requester_note(record: RequestRecord) -> str:
     return clip(f"Your signing request #{record.id}: {outcome_line(record)}", TEXT_LIMIT)
 
 
-def waiting_note(record: RequestRecord, channel: str) -> str:
+def waiting_note(record: RequestRecord, channel: str, command: str) -> str:
     return (
         f"Request #{record.id} is waiting for an approver in <#{channel}>."
-        f" See where it stands with `/signcsr status {record.id}`;"
-        f" withdraw it with `/signcsr cancel {record.id}`."
+        f" See where it stands with `{command} status {record.id}`;"
+        f" withdraw it with `{command} cancel {record.id}`."
     )
 
 
@@ -244,8 +263,8 @@ def help_text(
         f"`{escape(usage)}`",
         f"Example: `{command} 303 root={next(iter(catalog), 'testroot')} days=100"
         ' reason="new API endpoint"`',
-        f"`{command}` alone opens a form. `{command} status <id>`, `{command} list`,"
-        f" `{command} cancel <id>`.",
+        f"`{command}` alone opens a form. `{command} status &lt;id&gt;`, `{command} list`,"
+        f" `{command} cancel &lt;id&gt;`.",
         f"*CAs:* {cas or 'no catalog is set: give root= and serial= each time.'}",
         f"*Validity:* {default_days} days unless you give days=; at most {max_days} days,"
         f" {max_intermediate} with intermediate=yes.",
@@ -262,13 +281,11 @@ def mention(entry: str) -> str:
     return f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>"
 
 
-def status_text(record: RequestRecord, events: Iterable[AuditEvent]) -> str:
-    lines = [f"*{card_title(record)}*", request_fields(record), outcome_line(record)]
-    if record.certificate_id or record.certificate_serial:
-        lines.append(
-            f"*Certificate_ID:* {escape(record.certificate_id or '-')}"
-            f"   *Serial:* `{escape(record.certificate_serial or '-')}`"
-        )
+def status_text(
+    record: RequestRecord, events: Iterable[AuditEvent], catalog: Mapping[str, str]
+) -> str:
+    # A signed request's outcome line names its Certificate_ID and serial.
+    lines = [f"*{card_title(record)}*", request_fields(record, catalog), outcome_line(record)]
     lines.append("*History:*")
     for item in events:
         detail = f": {escape(item.detail)}" if item.detail else ""
