@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -172,7 +173,8 @@ def walk_through(workdir: Path) -> None:
 
         pam360 = build_client(sandbox.url, sandbox.token, ca_bundle=sandbox.ca_bundle)
         stack.callback(pam360.close)
-        csr = pam360.import_csr(make_csr(), filename="payments-api.csr")
+        csr_pem = make_csr()
+        csr = pam360.import_csr(csr_pem, filename="payments-api.csr")
         say(f"2. Imported a CSR for {csr.domain_name} into PAM360: CSR ID {csr.csr_id}.")
 
         slack = SlackStandIn(on_call=show).start()
@@ -183,7 +185,7 @@ def walk_through(workdir: Path) -> None:
         say(f"3. Bot started against a local Slack stand-in. Approver: {PEOPLE[APPROVER]}.\n")
 
         converse(runtime, slack, secret, csr.csr_id)
-        verify(pam360, sandbox, runtime)
+        verify(pam360, sandbox, runtime, csr_pem)
 
 
 def start_bot(workdir: Path, sandbox: Sandbox, slack: SlackStandIn, secret: str) -> Runtime:
@@ -253,38 +255,79 @@ def type_command(runtime: Runtime, slack: SlackStandIn, secret: str, text: str) 
         raise DemoFailed(f"Slack's request for /signcsr {text} was not accepted")
 
 
-def verify(pam360: Any, sandbox: Sandbox, runtime: Runtime) -> None:
+def verify(pam360: Any, sandbox: Sandbox, runtime: Runtime, csr_pem: bytes) -> None:
     """Fetches the issued certificate from PAM360 and checks it as a PKI engineer would."""
     record = runtime.workflow.get(1)
     if record.state != "signed" or not record.certificate_serial or not record.certificate_cn:
         raise DemoFailed(f"the request ended {record.state}: {record.pam360_message}")
     pem = pam360.get_certificate(record.certificate_cn, record.certificate_serial)
-    chain = x509.load_pem_x509_certificates(pem.encode())
-    leaf, issuer, root = (
-        chain[0],
-        sandbox.ca_certificate(CA_NAME),
-        sandbox.ca_certificate("testroot"),
-    )
-    say(f"4. Fetched the certificate from PAM360: {leaf.subject.rfc4514_string()},")
-    say(f"   serial {leaf.serial_number:x}, issued by {issuer.subject.rfc4514_string()}.")
+    leaf, *issuers = x509.load_pem_x509_certificates(pem.encode())
+    say(f"4. Fetched the certificate from PAM360: {subject_words(leaf.subject)},")
+    say(f"   serial {leaf.serial_number:x}, issued by {subject_words(leaf.issuer)}.")
 
+    check_chain(leaf, issuers, sandbox.ca_certificate("testroot"))
+    check_validity(leaf)
+    check_matches_csr(leaf, x509.load_pem_x509_csr(csr_pem))
+    check_signed_once(runtime, sandbox)
+
+
+def subject_words(name: x509.Name) -> str:
+    """A name in the order its parts were written (RFC 4514 would turn it around)."""
+    return ", ".join(f"{part.rfc4514_attribute_name}={part.value!s}" for part in name)
+
+
+def check_chain(
+    leaf: x509.Certificate, issuers: list[x509.Certificate], root: x509.Certificate
+) -> None:
+    """The chain PAM360 sent back, link by link, up to testroot (the trust anchor)."""
+    chain = [leaf, *issuers]
+    if chain[-1] != root:
+        chain.append(root)
     try:
-        leaf.verify_directly_issued_by(issuer)
-        issuer.verify_directly_issued_by(root)
+        for child, parent in itertools.pairwise(chain):
+            child.verify_directly_issued_by(parent)
     except Exception as exc:
-        raise DemoFailed(f"the certificate does not chain to {CA_NAME}: {exc}") from None
-    say(f"   ✓ chains to {CA_NAME}, which chains to testroot")
+        raise DemoFailed(f"the certificate does not chain to testroot: {exc}") from None
+    path = " → ".join(str(subject_cn(cert)) for cert in chain)
+    if subject_cn(chain[1]) != CA_NAME:
+        raise DemoFailed(f"the certificate was issued by {subject_cn(chain[1])}, not {CA_NAME}")
+    say(f"   ✓ chains to the trusted root: {path}")
 
+
+def subject_cn(certificate: x509.Certificate) -> str:
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else certificate.subject.rfc4514_string()
+
+
+def check_validity(leaf: x509.Certificate) -> None:
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     if lifetime != timedelta(days=DAYS):
         raise DemoFailed(f"the certificate is valid {lifetime}, not {DAYS} days")
     start, end = leaf.not_valid_before_utc.date(), leaf.not_valid_after_utc.date()
-    say(f"   ✓ valid {DAYS} days, {start} to {end}")
+    say(f"   ✓ valid {DAYS} days, {start} to {end}, as asked")
 
-    names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not names or names[0].value != CSR_NAME:
-        raise DemoFailed(f"the certificate is for {leaf.subject.rfc4514_string()}")
-    say(f"   ✓ issued for {CSR_NAME}, the CSR's subject\n")
+
+def check_matches_csr(leaf: x509.Certificate, csr: x509.CertificateSigningRequest) -> None:
+    """Same key, subject and DNS names as the CSR: it is the CSR that was signed."""
+    if leaf.public_key() != csr.public_key():
+        raise DemoFailed("the certificate's public key is not the CSR's")
+    if leaf.subject != csr.subject:
+        raise DemoFailed(f"the certificate is for {subject_words(leaf.subject)}")
+    wanted = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    got = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    if got.get_values_for_type(x509.DNSName) != wanted.get_values_for_type(x509.DNSName):
+        raise DemoFailed("the certificate's DNS names are not the CSR's")
+    names = ", ".join(got.get_values_for_type(x509.DNSName))
+    say(f"   ✓ the CSR's public key, subject and DNS names ({names})")
+
+
+def check_signed_once(runtime: Runtime, sandbox: Sandbox) -> None:
+    """One approval, one signCSR, one certificate: what the audit trail and PAM360 show."""
+    states = [event.state for event in runtime.workflow.history(1)]
+    if states != ["pending", "signing", "signed"] or sandbox.issued_count != 1:
+        raise DemoFailed(f"expected one signing; history {states}, {sandbox.issued_count} issued")
+    say("   ✓ signed once: the audit trail is pending → signing → signed, and PAM360 issued")
+    say("     exactly one certificate\n")
 
 
 if __name__ == "__main__":

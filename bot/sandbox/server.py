@@ -272,6 +272,11 @@ class Sandbox:
             f"SIGNCSR_ROOTS={roots}",
         ]
 
+    @property
+    def issued_count(self) -> int:
+        """How many certificates the sandbox has signed, over its whole life."""
+        return self._state.issued_count
+
     def ca_certificate(self, common_name: str) -> x509.Certificate:
         if common_name not in self.roots:
             raise KeyError(f"The sandbox has no CA named {common_name}.")

@@ -111,6 +111,11 @@ class SandboxState:
         with self.lock:
             return list(reversed(self._csrs))
 
+    @property
+    def issued_count(self) -> int:
+        with self.lock:
+            return len(self._certificates)
+
     def add_certificate(self, common_name: str, issuer: str, certificate: x509.Certificate) -> int:
         pem = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
         with self.lock:
