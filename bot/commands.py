@@ -33,6 +33,8 @@ FIELD_NAMES = (
 KEY_ALIASES = {"validity": "days"}
 MAX_TEXT_CHARS = 2000
 MAX_CSR_ID_DIGITS = 18
+# The reason may fill what the command text leaves; the modal allows as much.
+MAX_REASON_CHARS = MAX_TEXT_CHARS
 TEXT_LIMITS = {
     "root": 200,
     "serial": 200,
@@ -40,7 +42,7 @@ TEXT_LIMITS = {
     "server": 200,
     "template": 200,
     "org": 100,
-    "reason": 500,
+    "reason": MAX_REASON_CHARS,
 }
 ROOT_KEYS = ("root", "serial")
 MSCA_KEYS = ("server", "ca", "template")
@@ -274,7 +276,7 @@ def _check_text(field: str, value: str) -> None:
         return
     if len(value) > limit:
         raise UsageError(
-            f"{field}= is {len(value):,} characters long; the limit is {limit}.", field
+            f"{field}= is {len(value):,} characters long; the limit is {limit:,}.", field
         )
     if any(unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS for char in value):
         raise UsageError(f"{field}= can't contain line breaks or other control characters.", field)

@@ -633,6 +633,26 @@ def test_sign_csr_gateway_status_is_an_unknown_outcome_sent_once(
     assert len(pam360.calls) == 1
 
 
+def test_a_500_with_pam360s_own_failure_is_a_refusal(
+    client: PAM360Client, pam360: responses.RequestsMock
+) -> None:
+    answer(pam360, "signCSR", failed("Root certificate not found"), status=500)
+
+    with pytest.raises(PAM360Refused, match="PAM360 said: Root certificate not found"):
+        client.sign_csr(ROOT_SIGNING)
+    assert len(pam360.calls) == 1
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_status_is_unknown_even_with_a_failure_body(
+    client: PAM360Client, pam360: responses.RequestsMock, status: int
+) -> None:
+    answer(pam360, "signCSR", failed("upstream timed out"), status=status)
+
+    with pytest.raises(OutcomeUnknown):
+        client.sign_csr(ROOT_SIGNING)
+
+
 def test_sign_csr_redirect_is_not_followed_and_keeps_the_token_home(
     client: PAM360Client, pam360: responses.RequestsMock
 ) -> None:

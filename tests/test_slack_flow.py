@@ -276,6 +276,17 @@ def answer_with(mock: responses.RequestsMock, **kwargs: Any) -> None:
         ),
         ({"body": "<html>login</html>", "content_type": "text/html"}, "failed", "HTML page"),
         ({"status": 502, "body": "bad gateway"}, "unknown", "Check PAM360"),
+        ({"status": 500, "body": "Internal error"}, "unknown", "Check PAM360"),
+        (
+            {"status": 500, "json": {"result": {"message": "No such root.", "status": "Failed"}}},
+            "failed",
+            "PAM360 said: No such root.",
+        ),
+        (
+            {"json": {"result": {"message": "Signed it.", "status": "Success"}}},
+            "signed",
+            "PAM360 said: Signed it.",
+        ),
         ({"body": requests.exceptions.ReadTimeout("slow")}, "unknown", "may have signed"),
         ({"body": refused()}, "failed", "Could not connect to PAM360"),
     ],

@@ -96,6 +96,20 @@ def sendable_header(value: str) -> bool:
     return not value[:1].isspace() and "\r" not in value and "\n" not in value
 
 
+def said_no(response: requests.Response) -> bool:
+    """A 500 that carries PAM360's own failure result: PAM360 itself answered, and refused.
+    A gateway's 502 or 504 never speaks for PAM360."""
+    if response.status_code != 500:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    result = body.get("result") if isinstance(body, dict) else None
+    status = str(result.get("status", "")) if isinstance(result, dict) else ""
+    return bool(status) and status.lower() != "success"
+
+
 class Transport:
     """Owns the session, base URL, AUTHTOKEN, TLS trust, timeout and the one response check."""
 
@@ -216,7 +230,7 @@ class Transport:
 
     def check(self, response: requests.Response, *, once: bool = False) -> dict[str, Any]:
         """PAM360's JSON answer when its status is Success; our own error otherwise."""
-        if once and response.status_code in UNCLEAR_STATUSES:
+        if once and response.status_code in UNCLEAR_STATUSES and not said_no(response):
             raise OutcomeUnknown(self.base_url, f"HTTP {response.status_code} came back")
         body = self._json_body(response)
         result = body.get("result") if isinstance(body, dict) else None

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.commands import FIELD_NAMES
+from bot.commands import FIELD_NAMES, MAX_REASON_CHARS
 from bot.config import Settings
 from bot.pam360.models import CSREntry
 from bot.slack.messages import Block, clip, escape
@@ -121,7 +121,9 @@ def form_view(settings: Settings, metadata: Mapping[str, str | None], from_list:
         input_block(
             "org", "PAM360 organization", text_element(100), "Leave empty for the default."
         ),
-        input_block("reason", "Reason", text_element(500, "What the certificate is for")),
+        input_block(
+            "reason", "Reason", text_element(MAX_REASON_CHARS, "What the certificate is for")
+        ),
     ]
     return {
         "type": "modal",

@@ -116,7 +116,9 @@ def outcome_line(record: RequestRecord) -> str:
     if state == "signing":
         return f":gear: Approved by {user(record.decided_by)}; signing in PAM360…"
     if state == "signed":
-        return f":white_check_mark: *Signed.* {certificate_words(record)}"
+        # Without the certificate's details, PAM360's own words are all there is to go by.
+        said = "" if record.certificate_serial or not message else f" PAM360 said: {message}"
+        return f":white_check_mark: *Signed.* {certificate_words(record)}{said}"
     if state == "failed":
         return f":x: *Not signed.* {message}"
     if state == "unknown":
