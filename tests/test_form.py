@@ -170,7 +170,7 @@ def test_valid_form_creates_the_same_request_as_the_command(
         ({"csr": 303, "root": "testroot", "serial": "xyz"}, "serial", "xyz"),
         ({"csr": 303, "type": "msca", "server": "ca01", "ca": "Issuing"}, "template", "template"),
         ({"csr": 303}, "root", "root"),
-        ({"csr": 303, "root": "testroot", "reason": "x" * 501}, "reason", "reason"),
+        ({"csr": 303, "root": "testroot", "reason": "x" * 2001}, "reason", "reason"),
     ],
 )
 def test_invalid_form_keeps_it_open_with_the_error_on_its_field(
@@ -304,3 +304,15 @@ def test_card_flags_a_csr_pam360_does_not_list(
     bot.command(f"999 root=testroot serial={ROOT_SERIAL}", user=REQUESTER)
 
     assert "*999* :warning: *not in PAM360's CSR list*" in said(card_of(slack))
+
+
+def test_card_reads_the_csr_list_of_the_requests_organization(
+    make_bot: Any, slack: SlackStandIn, pam360: responses.RequestsMock
+) -> None:
+    bot: Bot = make_bot(pam360_org="Default Org")
+
+    bot.command('303 root=testroot org="Payments Org"', user=REQUESTER)
+
+    assert "*csrtest*" in said(card_of(slack))
+    listings = [call.request for call in pam360.calls if call.request.url == LIST_URL]
+    assert [request.headers["orgName"] for request in listings] == ["Payments Org"]

@@ -33,30 +33,33 @@ CSR_LIST_TTL = 60.0
 
 
 class CSRDirectory:
-    """PAM360's CSR list, cached for a minute: cards and the form read it often."""
+    """PAM360's CSR lists, one per organization, cached for a minute: cards and the form read
+    them often."""
 
     def __init__(self, client: PAM360Client | None, ttl: float = CSR_LIST_TTL) -> None:
         self.client = client
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._cached: tuple[float, CSRList] | None = None
+        self._cached: dict[str | None, tuple[float, CSRList]] = {}
 
-    def listing(self) -> CSRList:
-        """The list, from cache when fresh; raises PAM360Error when it cannot be read."""
+    def listing(self, org: str | None = None) -> CSRList:
+        """The list (of `org`, else PAM360_ORG's), from cache when fresh; raises PAM360Error
+        when it cannot be read."""
         if self.client is None:
             raise PAM360Error("No PAM360 client is configured.")
         with self._lock:
-            if self._cached and time.monotonic() - self._cached[0] < self.ttl:
-                return self._cached[1]
-        listing = self.client.list_csrs()
+            cached = self._cached.get(org)
+            if cached and time.monotonic() - cached[0] < self.ttl:
+                return cached[1]
+        listing = self.client.list_csrs(org=org)
         with self._lock:
-            self._cached = (time.monotonic(), listing)
+            self._cached[org] = (time.monotonic(), listing)
         return listing
 
-    def summary(self, csr_id: int) -> dict[str, Any] | None:
+    def summary(self, csr_id: int, org: str | None = None) -> dict[str, Any] | None:
         """What the approver should see of a CSR; None when PAM360's list cannot be read."""
         try:
-            entry = self.listing().find(csr_id)
+            entry = self.listing(org).find(csr_id)
         except PAM360Error as exc:
             logger.warning("could not read PAM360's CSR list: %s", exc)
             return None
@@ -256,7 +259,7 @@ class Listeners:
             origin_channel=body.get("channel_id"),
             response_url=body.get("response_url"),
         )
-        summary = self.directory.summary(spec.csr_id)
+        summary = self.directory.summary(spec.csr_id, spec.org)
         if summary is not None:
             self.workflow.store.set_csr_summary(record.id, summary)
         if alone:
