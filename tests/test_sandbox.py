@@ -454,6 +454,18 @@ def test_ca_certificates_can_be_fetched(sandbox: Sandbox) -> None:
     )
 
 
+@pytest.mark.parametrize(("name", "years"), [("testroot", 20), ("testintermediate", 10)])
+def test_cas_last_their_calendar_years(sandbox: Sandbox, name: str, years: int) -> None:
+    certificate = sandbox.ca_certificate(name)
+    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+
+    assert end.year - start.year == years
+    # 29 February has no twin in a common year; the 28th stands in for it.
+    assert (end.month, end.day) in {(start.month, start.day), (2, 28)}
+    assert end.time() == start.time()
+    assert extension(certificate, x509.BasicConstraints).ca
+
+
 def test_unknown_certificate_is_a_failure_naming_it(sandbox: Sandbox) -> None:
     response = Pam(sandbox).certificate("nothing.example.com", "abc123")
 

@@ -15,9 +15,10 @@ ROOT_NAME = "testroot"
 INTERMEDIATE_NAME = "testintermediate"
 TLS_CA_NAME = "signcsr-bot sandbox TLS"
 
-ROOT_DAYS = 20 * 365
-INTERMEDIATE_DAYS = 10 * 365
-TLS_CA_DAYS = 20 * 365
+# CA lifetimes in calendar years, as CAs are described ("a 20-year root").
+ROOT_YEARS = 20
+INTERMEDIATE_YEARS = 10
+TLS_CA_YEARS = 20
 TLS_SERVER_DAYS = 825
 
 # Backdating absorbs small clock differences between the sandbox and whoever checks a chain.
@@ -66,11 +67,11 @@ def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def create_root(name: str, now: datetime, days: int) -> CertificateAuthority:
+def create_root(name: str, now: datetime, years: int) -> CertificateAuthority:
     """A self-signed CA with no path length limit."""
     key = new_key()
     subject = _ca_name(name)
-    builder = _ca_builder(subject, subject, key, now, days, path_length=None)
+    builder = _ca_builder(subject, subject, key, now, years, path_length=None)
     builder = builder.add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
     )
@@ -78,11 +79,12 @@ def create_root(name: str, now: datetime, days: int) -> CertificateAuthority:
 
 
 def create_subordinate(
-    name: str, issuer: CertificateAuthority, now: datetime, days: int
+    name: str, issuer: CertificateAuthority, now: datetime, years: int
 ) -> CertificateAuthority:
     """A CA issued by `issuer` that may only issue end-entity certificates."""
     key = new_key()
-    builder = _ca_builder(_ca_name(name), issuer.certificate.subject, key, now, days, path_length=0)
+    subject = _ca_name(name)
+    builder = _ca_builder(subject, issuer.certificate.subject, key, now, years, path_length=0)
     builder = builder.add_extension(_authority_key_id(issuer), critical=False)
     return CertificateAuthority(name, key, builder.sign(issuer.key, hashes.SHA256()))
 
@@ -185,6 +187,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def years_later(moment: datetime, years: int) -> datetime:
+    """The same day and time `years` on; 29 February becomes the 28th in a common year."""
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:
+        return moment.replace(year=moment.year + years, day=28)
+
+
 def _ca_name(name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
 
@@ -194,7 +204,7 @@ def _ca_builder(
     issuer: x509.Name,
     key: ec.EllipticCurvePrivateKey,
     now: datetime,
-    days: int,
+    years: int,
     path_length: int | None,
 ) -> x509.CertificateBuilder:
     not_before = now - CA_BACKDATE
@@ -205,7 +215,7 @@ def _ca_builder(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
-        .not_valid_after(not_before + timedelta(days=days))
+        .not_valid_after(years_later(not_before, years))
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

@@ -144,9 +144,9 @@ class SandboxState:
         # A partial set (a first start that died half-way) is replaced whole, so that every
         # CA on disk belongs to the same chain.
         now = ca.utc_now()
-        root = ca.create_root(ca.ROOT_NAME, now, ca.ROOT_DAYS)
-        intermediate = ca.create_subordinate(ca.INTERMEDIATE_NAME, root, now, ca.INTERMEDIATE_DAYS)
-        tls_ca = ca.create_root(ca.TLS_CA_NAME, now, ca.TLS_CA_DAYS)
+        root = ca.create_root(ca.ROOT_NAME, now, ca.ROOT_YEARS)
+        intermediate = ca.create_subordinate(ca.INTERMEDIATE_NAME, root, now, ca.INTERMEDIATE_YEARS)
+        tls_ca = ca.create_root(ca.TLS_CA_NAME, now, ca.TLS_CA_YEARS)
         for authority in (tls_ca, root, intermediate):
             self._save_authority(authority)
         logger.info("Created the sandbox CAs in %s", self.data_dir)
