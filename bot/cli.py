@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -134,6 +135,10 @@ def serve(args: argparse.Namespace) -> int:
     token = app_token.get_secret_value() if app_token else None
     with held_log(settings.log_level):
         service = start(settings, args.host, args.port, token)
+    # In the background: a slow PAM360 must not hold up serving Slack.
+    checker = threading.Thread(target=service.runtime.check_pam360, name="pam360-check")
+    checker.daemon = True
+    checker.start()
     return service.wait()
 
 

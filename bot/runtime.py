@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -10,10 +11,13 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.pam360.client import PAM360Client, build_client
+from bot.pam360.errors import PAM360Error
 from bot.pam360.signer import PAM360Signer
 from bot.slack.app import CSRDirectory, Listeners, build_app, build_policy
 from bot.store import Store
 from bot.workflow import Clock, Workflow, utc_now
+
+logger = logging.getLogger(__name__)
 
 # Listeners run here after their ack; each signing holds one for up to PAM360_TIMEOUT.
 LISTENER_THREADS = 16
@@ -30,6 +34,17 @@ class Runtime:
     app: App
     listeners: Listeners
     pool: ThreadPoolExecutor
+
+    def check_pam360(self) -> None:
+        """Reads PAM360's CSR list once, so that a wrong PAM360_URL, token or CA bundle shows
+        in the log at start and not first at an approver's click. PAM360 being down is no
+        reason to refuse to start: requests can wait, and the log says what is wrong."""
+        try:
+            listing = self.pam360.list_csrs()
+        except PAM360Error as exc:
+            logger.warning("PAM360 cannot be used yet: %s", exc)
+            return
+        logger.info("PAM360 at %s answers; it lists %d CSRs", self.pam360.url, listing.total_rows)
 
     def close(self) -> None:
         """Lets listeners that are still working (a signing in flight) finish first."""

@@ -364,3 +364,63 @@ def test_sandbox_uses_the_given_token(tmp_path: Path, start_sandbox: type[Sandbo
     assert environment["PAM360_AUTHTOKEN"] == "given-token"
     assert answers_with_token(environment) == 200
     assert sandbox.stop() == 0
+
+
+def serve_until_logged(env: dict[str, str], words: str) -> str:
+    """Starts `serve --http`, reads its log until `words` appear, then stops it."""
+    process = subprocess.Popen(
+        [str(BOT), "serve", "--http", "--port", "0", "--host", "127.0.0.1"],
+        env=env,
+        cwd=env["HOME"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(30, process.kill)
+    watchdog.start()
+    seen = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            seen.append(line)
+            if words in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        watchdog.cancel()
+        process.kill()
+        if process.stderr is not None:
+            process.stderr.close()
+    log = "".join(seen)
+    assert words in log, log
+    return log
+
+
+def test_start_warns_when_pam360_cannot_be_used(
+    serve_env: dict[str, str], closed_port: int
+) -> None:
+    with SlackStandIn() as slack:
+        serve_env.update(SLACK_API_URL=slack.api_url, PAM360_URL=f"https://127.0.0.1:{closed_port}")
+
+        log = serve_until_logged(serve_env, "PAM360 cannot be used yet")
+
+    assert f"Could not connect to PAM360 at https://127.0.0.1:{closed_port}" in log
+    assert "Traceback" not in log and PAM360_TOKEN not in log
+
+
+def test_start_says_pam360_answers(
+    serve_env: dict[str, str], tmp_path: Path, start_sandbox: type[Sandbox]
+) -> None:
+    sandbox = start_sandbox(scrubbed_env(tmp_path / "sandbox-home"), tmp_path / "sandbox")
+    pam360 = sandbox.environment()
+    with SlackStandIn() as slack:
+        serve_env.update(
+            SLACK_API_URL=slack.api_url,
+            PAM360_URL=pam360["PAM360_URL"],
+            PAM360_AUTHTOKEN=pam360["PAM360_AUTHTOKEN"],
+            PAM360_CA_BUNDLE=pam360["PAM360_CA_BUNDLE"],
+        )
+
+        log = serve_until_logged(serve_env, "it lists 0 CSRs")
+
+    assert f"PAM360 at {pam360['PAM360_URL']} answers" in log

@@ -326,6 +326,10 @@ class PAM360Client:
     def __repr__(self) -> str:
         return f"PAM360Client({self.transport!r})"
 
+    @property
+    def url(self) -> str:
+        return self.transport.base_url
+
     def close(self) -> None:
         self.transport.close()
 
