@@ -229,6 +229,22 @@ def test_status_of_unknown_request_says_so(make_bot: Any, slack: SlackStandIn) -
     assert slack.wait_for("response_url")[0].args["text"] == "There is no request 42."
 
 
+@pytest.mark.parametrize(("text", "shown"), [("status abc", "abc"), ("cancel", "")])
+def test_status_or_cancel_without_a_number_asks_for_one(
+    make_bot: Any, slack: SlackStandIn, text: str, shown: str
+) -> None:
+    bot: Bot = make_bot()
+
+    bot.command(text, user=REQUESTER)
+
+    note = slack.wait_for("response_url")[0].args
+    subcommand = text.split()[0]
+    assert note["response_type"] == "ephemeral"
+    assert f"e.g. `/signcsr {subcommand} 12`" in note["text"]
+    assert (f"(got `{shown}`)" in note["text"]) is bool(shown)
+    assert "Usage:" not in note["text"]
+
+
 def test_list_shows_pending_newest_first_and_counts_the_rest(
     make_bot: Any, slack: SlackStandIn, pam360: Any
 ) -> None:

@@ -206,8 +206,8 @@ class Listeners:
             return
         if not argument.lstrip("#").isdigit():
             command = self.settings.signcsr_command
-            problem = f"Give the request number, e.g. `{command} {subcommand} 12`."
-            respond(response_type="ephemeral", text=messages.usage_error(problem, self.usage))
+            note = messages.request_number_missing(command, subcommand, argument)
+            respond(response_type="ephemeral", text=note)
             return
         request_id = int(argument.lstrip("#"))
         if subcommand == "status":

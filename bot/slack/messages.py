@@ -228,6 +228,15 @@ def usage_error(problem: str, usage: str) -> str:
     return f":warning: {escape(problem)}\nUsage: `{escape(usage)}`\nType `{command} help` for more."
 
 
+def request_number_missing(command: str, subcommand: str, given: str) -> str:
+    """`status` or `cancel` without a number: the signing usage would not help here."""
+    got = f" (got `{escape(clip(given, 40))}`)" if given else ""
+    return (
+        f":warning: Give the request number{got}, e.g. `{command} {subcommand} 12`."
+        f" `{command} list` shows the pending ones."
+    )
+
+
 def invite_note(channel: str | None) -> str:
     where = f"<#{channel}>" if channel else "this channel"
     return (
