@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,7 @@ from cheroot import wsgi
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.builtin import SocketModeClient
 
 from bot.runtime import Runtime
 
@@ -21,19 +23,38 @@ logger = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 SWEEP_SECONDS = 60
+# Slack answers every ping at once; this many unanswered ping intervals mean it has gone away.
+STALE_PINGS = 3
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def health_check(runtime: Runtime, socket: SocketModeHandler | None) -> tuple[int, dict[str, str]]:
-    """200 when the store answers (and the socket is connected); 503 naming what is not."""
+    """200 when the store answers (and Slack answers on the socket); 503 naming what is not."""
     try:
         runtime.store.ping()
     except Exception as exc:
         return 503, {"status": "unavailable", "reason": f"store unreachable: {type(exc).__name__}"}
-    if socket is not None and not socket.client.is_connected():
-        return 503, {"status": "unavailable", "reason": "Socket Mode is not connected to Slack"}
+    trouble = socket_trouble(socket.client) if socket is not None else None
+    if trouble is not None:
+        return 503, {"status": "unavailable", "reason": trouble}
     mode = "socket" if socket is not None else "http"
     return 200, {"status": "ok", "mode": mode, "store": "ok"}
+
+
+def socket_trouble(client: SocketModeClient) -> str | None:
+    """Why the socket cannot carry Slack's events, or None when Slack answered a recent ping."""
+    session = client.current_session
+    if session is None or not session.is_active():
+        return "Socket Mode is not connected to Slack"
+    # A socket exists long after Slack has gone away (sends just fail), so only a pong counts;
+    # the first comes a moment after connecting. It carries the ping's time.time(), not monotonic.
+    answered = session.last_ping_pong_time
+    if answered is None:
+        return "Socket Mode has had no answer from Slack yet"
+    silent = time.time() - answered
+    if silent > STALE_PINGS * client.ping_interval:
+        return f"Socket Mode has had no answer from Slack for {silent:.0f} seconds"
+    return None
 
 
 def wsgi_app(runtime: Runtime, socket: SocketModeHandler | None) -> WSGIApp:
@@ -126,6 +147,15 @@ class Service:
         except OSError as exc:
             url = self.runtime.settings.slack_api_url
             raise StartFailed(f"could not reach Slack at SLACK_API_URL ({url}): {exc}") from None
+        # The client does not raise when the websocket fails: it logs and keeps retrying.
+        if not self.socket.client.is_connected():
+            logger.warning(
+                "Socket Mode is not connected to Slack yet; retrying in the background, "
+                "and /healthz on %s:%d answers 503 until it connects",
+                self.host,
+                self.port,
+            )
+            return
         logger.info("connected to Slack in Socket Mode; /healthz on %s:%d", self.host, self.port)
 
     def wait(self) -> int:

@@ -1,11 +1,14 @@
 """The real server: `signcsr-bot serve --http` in a subprocess against the Slack stand-in,
-and /healthz's answers when the store or the socket is down."""
+Socket Mode against a websocket stand-in, and /healthz's answers when the store or the socket
+is down."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,13 +25,26 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-from bot.serve import wsgi_app
+from bot.runtime import Runtime
+from bot.serve import Service, wsgi_app
 from bot.slack.standin import TEAM, SlackStandIn
-from tests.conftest import APPROVER, APPROVER_2, PAM360_TOKEN, SIGNING_SECRET, Bot, signed_headers
+from tests.conftest import (
+    APPROVER,
+    APPROVER_2,
+    PAM360_TOKEN,
+    SIGNING_SECRET,
+    Bot,
+    bot_settings,
+    signed_headers,
+    start_bot,
+)
+from tests.websocket_standin import SocketModeSlack, WebSocketStandIn
 
 BOT = Path(sys.executable).with_name("signcsr-bot")
 BOT_TOKEN = "xoxb-serve-bot-token-never-logged-1a2b"
 FORGED_MARKER = "forged-body-must-not-be-logged"
+APP_TOKEN = "xapp-serve-app-token"
+STALE = re.compile(r"Socket Mode has had no answer from Slack for \d+ seconds")
 
 
 def free_port() -> int:
@@ -244,3 +260,120 @@ def test_healthz_is_503_while_socket_mode_is_not_connected(
         "reason": "Socket Mode is not connected to Slack",
     }
     assert events.status == 404
+
+
+@pytest.fixture
+def websocket() -> Iterator[WebSocketStandIn]:
+    with WebSocketStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def socket_slack(websocket: WebSocketStandIn) -> Iterator[SlackStandIn]:
+    with SocketModeSlack(websocket_url=websocket.url) as standin:
+        yield standin
+
+
+@pytest.fixture
+def socket_runtime(socket_slack: SlackStandIn, tmp_path: Path) -> Iterator[Runtime]:
+    runtime = start_bot(socket_slack, bot_settings(socket_slack, tmp_path)).runtime
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def service(socket_runtime: Runtime, websocket: WebSocketStandIn) -> Iterator[Service]:
+    """A Socket Mode Service, not yet started; pytest gets its signal handlers back after."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    service = Service(socket_runtime, host="127.0.0.1", port=0, app_token=APP_TOKEN)
+    try:
+        yield service
+    finally:
+        # Slack hangs up first: the client's close otherwise waits out its 3-second read timeout.
+        websocket.drop_connections()
+        service.stop()
+        for number, handler in saved.items():
+            if handler is not None:
+                signal.signal(number, handler)
+
+
+def poll(ask: Callable[[], Answer], until: Callable[[Answer], bool], timeout: float = 10) -> Answer:
+    """Asks again until the answer is as wanted; fails with the last answer at the deadline."""
+    deadline = time.monotonic() + timeout
+    answer = ask()
+    while not until(answer):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {answer.status}: {answer.body!r}")
+        time.sleep(0.02)
+        answer = ask()
+    return answer
+
+
+def serve_messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "bot.serve" and r.levelno == level]
+
+
+def test_socket_mode_healthz_is_200_once_connected(
+    service: Service,
+    websocket: WebSocketStandIn,
+    socket_slack: SlackStandIn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.serve")
+    service.start()
+
+    health = poll(lambda: fetch(service.port, "GET", "/healthz"), lambda a: a.status == 200)
+
+    assert health.json() == {"status": "ok", "mode": "socket", "store": "ok"}
+    assert len(socket_slack.calls_to("apps.connections.open")) == 1
+    assert websocket.handshakes == 1 and websocket.pings >= 1
+    assert fetch(service.port, "POST", "/slack/events").status == 404
+    assert serve_messages(caplog, logging.WARNING) == []
+    assert any(
+        "connected to Slack in Socket Mode" in m for m in serve_messages(caplog, logging.INFO)
+    )
+
+
+def test_socket_mode_start_warns_while_the_websocket_fails(
+    service: Service, websocket: WebSocketStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    websocket.drop_connections()
+    caplog.set_level(logging.INFO, logger="bot.serve")
+    service.start()
+
+    health = fetch(service.port, "GET", "/healthz")
+
+    assert websocket.handshakes == 0
+    assert health.status == 503
+    assert health.json()["reason"] == "Socket Mode is not connected to Slack"
+    [warning] = serve_messages(caplog, logging.WARNING)
+    assert "not connected to Slack yet" in warning and "503" in warning
+    assert not any("connected to Slack" in m for m in serve_messages(caplog, logging.INFO))
+
+
+def test_socket_mode_healthz_is_503_while_slack_leaves_pings_unanswered(
+    socket_runtime: Runtime, websocket: WebSocketStandIn
+) -> None:
+    # Pings every half second: Slack's silence shows within seconds, not half a minute.
+    handler = SocketModeHandler(socket_runtime.app, APP_TOKEN, ping_interval=0.5)
+    application = wsgi_app(socket_runtime, handler)
+
+    def health() -> Answer:
+        return call_wsgi(application, "GET", "/healthz")
+
+    try:
+        handler.connect()
+        connected = poll(health, lambda a: a.status == 200)
+        websocket.stop_answering_pings()
+        silent = poll(health, lambda a: a.status != 200)
+        websocket.answer_pings()
+        answering = poll(health, lambda a: a.status == 200)
+    finally:
+        websocket.drop_connections()  # see the service fixture
+        handler.close()
+
+    assert connected.json() == {"status": "ok", "mode": "socket", "store": "ok"}
+    assert silent.status == 503
+    # The socket is still there (the client only drops it later): the pongs are what stopped.
+    assert STALE.fullmatch(silent.json()["reason"]), silent.json()
+    assert answering.json()["mode"] == "socket"
