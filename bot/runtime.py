@@ -10,7 +10,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.config import Settings
-from bot.pam360.client import PAM360Client, build_client
+from bot.pam360.client import PAM360Client, Transport, build_client
 from bot.pam360.errors import PAM360Error
 from bot.pam360.signer import PAM360Signer
 from bot.slack.app import CSRDirectory, Listeners, build_app, build_policy
@@ -19,8 +19,11 @@ from bot.workflow import Clock, Workflow, utc_now
 
 logger = logging.getLogger(__name__)
 
-# Listeners run here after their ack; each signing holds one for up to PAM360_TIMEOUT.
+# Listeners run here: each acks first, then does its Slack and store work.
 LISTENER_THREADS = 16
+# Signings run apart from the listeners, so that a slow PAM360 cannot take the threads that
+# acks need; approvals come at a person's pace, so this many are seldom all busy.
+SIGNING_THREADS = 32
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Runtime:
     app: App
     listeners: Listeners
     pool: ThreadPoolExecutor
+    signing_pool: ThreadPoolExecutor
 
     def check_pam360(self) -> None:
         """Reads PAM360's CSR list once, so that a wrong PAM360_URL, token or CA bundle shows
@@ -47,8 +51,10 @@ class Runtime:
         logger.info("PAM360 at %s answers; it lists %d CSRs", self.pam360.url, listing.total_rows)
 
     def close(self) -> None:
-        """Lets listeners that are still working (a signing in flight) finish first."""
+        """Lets listeners and signings that are still in flight finish first."""
         self.pool.shutdown(wait=True)
+        # After the listeners: they are what hands signings over.
+        self.signing_pool.shutdown(wait=True)
         self.pam360.close()
         self.store.close()
 
@@ -77,16 +83,18 @@ def build_runtime(
         build_policy(settings, web),
         PAM360Signer(pam360),
         pending_hours=settings.signcsr_pending_hours,
-        pam360_timeout=settings.pam360_timeout,
+        longest_signing=longest_call(pam360.transport),
         clock=clock,
     )
     pool = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="listener")
+    signing_pool = ThreadPoolExecutor(max_workers=SIGNING_THREADS, thread_name_prefix="signing")
     app, listeners = build_app(
         settings,
         workflow,
         CSRDirectory(pam360),
         client=web,
         listener_executor=pool,
+        signing_executor=signing_pool,
         verify_token=verify_token,
     )
     return Runtime(
@@ -97,4 +105,12 @@ def build_runtime(
         app=app,
         listeners=listeners,
         pool=pool,
+        signing_pool=signing_pool,
     )
+
+
+def longest_call(transport: Transport) -> float:
+    """Seconds one signCSR may take: connects that time out are retried (nothing was sent),
+    each within the timeout, and the last try may also wait that long for the answer."""
+    pauses = sum(transport.retry_pause * attempt for attempt in range(1, transport.attempts))
+    return (transport.attempts + 1) * transport.timeout + pauses

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 BOT_ACTOR = "signcsr-bot"
 PAM360_ACTOR = "PAM360"
-# A signer that has been silent this long past PAM360_TIMEOUT has died.
+# A signer that has been silent this long past its longest possible signCSR has died.
 SIGNER_GRACE = timedelta(minutes=1)
 
 
@@ -78,14 +78,14 @@ class Workflow:
         signer: Signer,
         *,
         pending_hours: float,
-        pam360_timeout: float,
+        longest_signing: float,
         clock: Clock = utc_now,
     ) -> None:
         self.store = store
         self.policy = policy
         self.signer = signer
         self.pending_age = timedelta(hours=pending_hours)
-        self.signing_deadline = timedelta(seconds=pam360_timeout) + SIGNER_GRACE
+        self.signing_deadline = timedelta(seconds=longest_signing) + SIGNER_GRACE
         self.clock = clock
 
     def submit(
@@ -172,6 +172,17 @@ class Workflow:
                 f" request {request_id}."
             )
         return self._close(record, user, CANCELLED)
+
+    def withdraw(self, request_id: int, reason: str) -> bool:
+        """pending → cancelled by the bot itself, when no approver could be asked."""
+        return self.store.transition(
+            request_id,
+            from_states=[PENDING],
+            to_state=CANCELLED,
+            actor=BOT_ACTOR,
+            now=self.clock(),
+            detail=reason,
+        )
 
     def sign(self, request_id: int) -> RequestRecord:
         """Calls PAM360 for a request in `signing` and records what came of it."""

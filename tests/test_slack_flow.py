@@ -205,6 +205,97 @@ def test_slow_pam360_does_not_hold_up_the_ack(make_bot: Any, slack: SlackStandIn
     assert "Signed" in said(update)
 
 
+def test_slow_signings_leave_threads_for_every_ack(make_bot: Any, slack: SlackStandIn) -> None:
+    bot: Bot = make_bot()
+    release = threading.Event()
+    arrived: list[Any] = []
+
+    def stuck_sign(request: Any) -> tuple[int, dict[str, str], str]:
+        arrived.append(request)
+        release.wait(timeout=20)
+        return 200, {}, json.dumps(SUCCESS)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
+        mock.add_callback(responses.POST, SIGN_URL, callback=stuck_sign)
+        # More signings in flight than there are listener threads.
+        for number in range(20):
+            assert bot.command(f"{300 + number} root=testroot", user=APPROVER).status == 200
+        wait_until(lambda: len(arrived) == 20)
+
+        helped = bot.command("help", user=REQUESTER)
+        bot.command("list", user=REQUESTER)
+        listed = slack.wait_for(
+            "response_url", where=lambda c: "No signing requests" in str(c.args)
+        )
+        release.set()
+
+        assert helped.status == 200 and "Approvers" in json.loads(helped.body)["text"]
+        assert listed
+        wait_until(
+            lambda: all(r.state == "signed" for r in map(bot.runtime.workflow.get, range(1, 21)))
+        )
+
+
+def test_a_click_while_signing_leaves_the_card_to_the_signer(
+    make_bot: Any, slack: SlackStandIn
+) -> None:
+    bot: Bot = make_bot()
+    release = threading.Event()
+    arrived: list[Any] = []
+
+    def held_sign(request: Any) -> tuple[int, dict[str, str], str]:
+        arrived.append(request)
+        release.wait(timeout=20)
+        return 200, {}, json.dumps(SUCCESS)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
+        mock.add_callback(responses.POST, SIGN_URL, callback=held_sign)
+        bot.command("303 root=testroot", user=REQUESTER)
+        card_with_buttons(slack, bot)
+        bot.click(APPROVE_ACTION, 1, APPROVER)
+        wait_until(lambda: len(arrived) == 1)
+
+        bot.click(APPROVE_ACTION, 1, APPROVER_2)
+        slack.wait_for("response_url", where=lambda c: "already approved" in str(c.args))
+        release.set()
+        wait_until(lambda: len(slack.calls_to("chat.update")) == 2)
+        assert len(sign_calls(mock)) == 1
+
+    updates = [said(call) for call in slack.calls_to("chat.update")]
+    assert "signing in PAM360" in updates[0] and "Signed" in updates[1]
+
+
+def test_a_card_slack_will_not_post_withdraws_the_request(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+    slack.failures["chat.postMessage"] = "ratelimited"
+
+    bot.command("303 root=testroot", user=REQUESTER)
+
+    note = slack.wait_for("response_url")[0].args
+    assert note["response_type"] == "ephemeral"
+    assert "could not post request #1" in note["text"] and "ratelimited" in note["text"]
+    assert bot.runtime.workflow.get(1).state == "cancelled"
+    assert bot.runtime.workflow.pending(None) == []
+
+
+def test_an_approvers_own_request_is_signed_even_if_its_card_cannot_be_posted(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+    slack.failures["chat.postMessage"] = "ratelimited"
+
+    bot.command("303 root=testroot", user=APPROVER)
+
+    wait_until(lambda: bot.runtime.workflow.get(1).state == "signed")
+    outcome = slack.wait_for("response_url", where=lambda c: "Signed" in str(c.args))
+    assert "Certificate_ID 309" in said(outcome[-1])
+    assert len(sign_calls(pam360)) == 1
+
+
 def test_restart_between_request_and_click_still_signs(
     make_bot: Any, slack: SlackStandIn, pam360: Any
 ) -> None:
@@ -454,6 +545,8 @@ def test_click_on_expired_request_expires_it(
     assert "Expired" in said(update) and button_ids(update) == []
     assert bot.runtime.workflow.get(1).state == "expired"
     assert sign_calls(pam360) == []
+    told = slack.wait_for("chat.postMessage", where=lambda c: c.args["channel"] == REQUESTER)
+    assert "Expired" in told[0].args["text"]
 
 
 def test_signing_whose_signer_died_becomes_unknown_and_is_not_resent(
@@ -466,12 +559,19 @@ def test_signing_whose_signer_died_becomes_unknown_and_is_not_resent(
     workflow = bot.runtime.workflow
     assert workflow.approve(1, APPROVER).kind == "approved"  # the signer then "dies"
 
-    clock.now += timedelta(seconds=10 + 61)
+    # Three connects that time out (10 s each, retried as nothing was sent), then an answer
+    # awaited for 10 s more: the sweep must not call such a signer dead.
+    assert workflow.signing_deadline > timedelta(seconds=4 * 10 + 60)
+    clock.now += workflow.signing_deadline - timedelta(seconds=1)
+    assert workflow.sweep() == []
+    clock.now += timedelta(seconds=2)
     bot.command("status 1", user=REQUESTER)
 
     status = slack.wait_for("response_url", where=lambda c: "Outcome unknown" in c.args["text"])
-    assert "check PAM360" in status[0].args["text"].lower() or status
+    assert "check it before asking again" in status[0].args["text"]
     assert workflow.get(1).state == "unknown"
+    told = slack.wait_for("chat.postMessage", where=lambda c: c.args["channel"] == REQUESTER)
+    assert "Outcome unknown" in told[0].args["text"]
     bot.click(APPROVE_ACTION, 1, APPROVER)
     slack.wait_for("response_url", where=lambda c: "already" in c.args.get("text", ""))
     assert sign_calls(pam360) == []

@@ -47,7 +47,7 @@ def make_workflow(database: str, clock: Clock, **policy: object) -> Workflow:
         Policy(**settings),  # type: ignore[arg-type]
         PAM360Signer(client),
         pending_hours=72,
-        pam360_timeout=5,
+        longest_signing=5,
         clock=clock,
     )
 

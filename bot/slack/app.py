@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +14,7 @@ from slack_bolt import Ack, App, Respond
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookResponse
 
 from bot.commands import UsageError, parse_sign_command, spec_from_fields, usage
 from bot.config import Settings
@@ -22,7 +23,7 @@ from bot.pam360.errors import PAM360Error
 from bot.pam360.models import CSRList
 from bot.policy import GroupLookupFailed, Policy
 from bot.slack import form, messages
-from bot.store import RequestRecord
+from bot.store import SIGNING, RequestRecord
 from bot.workflow import Decision, Refusal, Workflow
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,35 @@ logger = logging.getLogger(__name__)
 # Posting fails this way when the bot is not in the channel (a DM, a private channel).
 NOT_A_MEMBER = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
 CSR_LIST_TTL = 60.0
+# A request number as typed or on a button: ASCII digits only (str.isdigit() takes "²"), and
+# few enough of them for the store's integers.
+REQUEST_NUMBER = re.compile(r"#?([0-9]{1,18})")
+
+
+def slack_error(exc: SlackApiError) -> str:
+    """Slack's error code, such as not_in_channel or ratelimited."""
+    return str(exc.response.get("error", "error")) if exc.response is not None else "error"
+
+
+def request_number(text: str) -> int | None:
+    match = REQUEST_NUMBER.fullmatch(text.strip())
+    return int(match.group(1)) if match else None
+
+
+class DirectReply(Respond):
+    """Answers a person by direct message where Slack gave no response_url (a form whose
+    metadata lost it): a refusal or an outcome must not vanish."""
+
+    def __init__(self, client: WebClient, user_id: str) -> None:
+        super().__init__(response_url=None)
+        self.client = client
+        self.user_id = user_id
+
+    def __call__(  # type: ignore[override]
+        self, text: str | dict[str, Any] = "", blocks: Any = None, **_ignored: Any
+    ) -> WebhookResponse:
+        self.client.chat_postMessage(channel=self.user_id, text=str(text), blocks=blocks)
+        return WebhookResponse(url="", status_code=200, body="", headers={})
 
 
 class CSRDirectory:
@@ -75,7 +105,7 @@ def group_reader(client: WebClient) -> Callable[[str], set[str]]:
         try:
             answer = client.usergroups_users_list(usergroup=group)
         except SlackApiError as exc:
-            raise GroupLookupFailed(group, str(exc.response.get("error", "error"))) from None
+            raise GroupLookupFailed(group, slack_error(exc)) from None
         except Exception as exc:
             raise GroupLookupFailed(group, type(exc).__name__) from None
         return set(answer.get("users") or [])
@@ -96,12 +126,18 @@ class Listeners:
     """The app's listeners; each acks first, then does the slow part."""
 
     def __init__(
-        self, settings: Settings, workflow: Workflow, directory: CSRDirectory, client: WebClient
+        self,
+        settings: Settings,
+        workflow: Workflow,
+        directory: CSRDirectory,
+        client: WebClient,
+        signing: Executor,
     ) -> None:
         self.settings = settings
         self.workflow = workflow
         self.directory = directory
         self.client = client
+        self.signing = signing
         self.usage = usage(settings.signcsr_command)
 
     # The slash command ------------------------------------------------------------------
@@ -155,7 +191,7 @@ class Listeners:
         try:
             opened = self.client.views_open(trigger_id=body.get("trigger_id", ""), view=view)
         except SlackApiError as exc:
-            error = str(exc.response.get("error", "error")) if exc.response is not None else ""
+            error = slack_error(exc)
             logger.info("could not open the request form: %s", error)
             respond(response_type="ephemeral", text=form.form_failed_note(error, self.usage))
             return
@@ -187,14 +223,16 @@ class Listeners:
             return
         ack()
 
-        origin = json.loads(view.get("private_metadata") or "{}")
+        origin = form.origin(view)
+        user_id = body["user"]["id"]
         command_like = {
             "team_id": origin.get("team_id") or body.get("team", {}).get("id"),
-            "user_id": body["user"]["id"],
+            "user_id": user_id,
             "channel_id": origin.get("channel_id"),
             "response_url": origin.get("response_url"),
         }
-        respond = Respond(response_url=origin.get("response_url"))
+        url = origin.get("response_url")
+        respond = Respond(response_url=url) if url else DirectReply(self.client, user_id)
         self.guarded(respond, self.submit, command_like, spec, respond)
 
     def run_subcommand(
@@ -204,12 +242,12 @@ class Listeners:
         if subcommand == "list":
             self.guarded(respond, self.show_list, body.get("team_id"), respond)
             return
-        if not argument.lstrip("#").isdigit():
+        request_id = request_number(argument)
+        if request_id is None:
             command = self.settings.signcsr_command
             note = messages.request_number_missing(command, subcommand, argument)
             respond(response_type="ephemeral", text=note)
             return
-        request_id = int(argument.lstrip("#"))
         if subcommand == "status":
             self.guarded(respond, self.show_status, request_id, respond)
         else:
@@ -244,7 +282,11 @@ class Listeners:
         if decision.kind != "cancelled":
             respond(response_type="ephemeral", text=messages.already_note(decision.record))
             return
-        self.update_card(decision.record)
+        record = decision.record
+        self.update_card(record)
+        self.reply_in_thread(record)
+        if user_id != record.requester:
+            self.tell_requester(record)
         respond(response_type="ephemeral", text=f"Request #{request_id} is cancelled.")
 
     # Submitting a request -----------------------------------------------------------------
@@ -266,7 +308,14 @@ class Listeners:
             self.sign_alone(record, respond)
             return
         record = self.workflow.get(record.id)
-        channel = self.post_card(record, respond)
+        try:
+            channel = self.post_card(record, respond)
+        except SlackApiError as exc:
+            # No approver would ever see it: a pending request without its card is withdrawn.
+            error = slack_error(exc)
+            self.workflow.withdraw(record.id, f"its approval message could not be posted: {error}")
+            respond(response_type="ephemeral", text=messages.not_posted_note(record, error))
+            return
         if channel:
             note = messages.waiting_note(record, channel, self.settings.signcsr_command)
             respond(response_type="ephemeral", text=note)
@@ -278,8 +327,12 @@ class Listeners:
                 response_type="ephemeral", text=messages.already_note(self.workflow.get(record.id))
             )
             return
-        self.post_card(started, respond)
-        self.finish_signing(started.id, respond)
+        try:
+            self.post_card(started, respond)
+        except SlackApiError as exc:
+            # Signing goes on: its outcome still reaches the requester through `respond`.
+            logger.warning("request %d: could not post its message: %s", started.id, exc)
+        self.hand_over_signing(started.id, respond)
 
     def approval_channel(self, record: RequestRecord) -> str | None:
         return self.settings.signcsr_approval_channel or record.origin_channel
@@ -294,7 +347,7 @@ class Listeners:
                 raise SlackApiError("no channel", {"ok": False, "error": "channel_not_found"})
             answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
         except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else ""
+            error = slack_error(exc)
             if error not in NOT_A_MEMBER:
                 raise
             logger.info("request %d: cannot post in %s (%s)", record.id, channel, error)
@@ -322,7 +375,7 @@ class Listeners:
             self.report_late_click(decision, respond)
             return
         self.update_card(decision.record, respond)
-        self.finish_signing(request_id, respond)
+        self.hand_over_signing(request_id, respond)
 
     def deny(self, body: dict[str, Any], respond: Respond) -> None:
         request_id, user_id = self.clicked(body)
@@ -339,13 +392,16 @@ class Listeners:
     def clicked(body: dict[str, Any]) -> tuple[int, str]:
         """The request a button is for, and who clicked; the clicker's rights are checked by
         the workflow, never read from the button."""
-        value = body["actions"][0].get("value", "")
-        if not str(value).isdigit():
+        request_id = request_number(str(body["actions"][0].get("value", "")))
+        if request_id is None:
             raise Refusal("This button does not belong to a signing request.")
-        return int(value), body["user"]["id"]
+        return request_id, body["user"]["id"]
 
     def report_late_click(self, decision: Decision, respond: Respond) -> None:
-        self.update_card(decision.record, respond)
+        # A request still signing gets its card from its signer; a snapshot from here could
+        # land after the signer's final update and undo it.
+        if decision.record.state != SIGNING:
+            self.update_card(decision.record, respond)
         respond(
             response_type="ephemeral",
             replace_original=False,
@@ -353,6 +409,11 @@ class Listeners:
         )
 
     # After a decision -----------------------------------------------------------------------
+
+    def hand_over_signing(self, request_id: int, respond: Respond) -> None:
+        """Signs on the signing threads: a slow PAM360 must not hold a listener thread, which
+        every ack needs."""
+        self.signing.submit(self.guarded, respond, self.finish_signing, request_id, respond)
 
     def finish_signing(self, request_id: int, respond: Respond) -> None:
         """Calls PAM360 once, then shows the outcome on the card, in its thread, and to the
@@ -396,9 +457,12 @@ class Listeners:
             logger.exception("request %d: could not tell the requester", record.id)
 
     def refresh_swept(self) -> None:
-        """Expired and abandoned requests are moved on, and their cards say so."""
+        """Expired and abandoned requests are moved on; their cards, threads and requesters
+        are told."""
         for record in self.workflow.sweep():
             self.update_card(record)
+            self.reply_in_thread(record)
+            self.tell_requester(record)
 
 
 class ClientGivenFilter(logging.Filter):
@@ -416,6 +480,7 @@ def build_app(
     *,
     client: WebClient,
     listener_executor: Executor,
+    signing_executor: Executor,
     verify_token: bool = True,
 ) -> tuple[App, Listeners]:
     """The Bolt app on `client`, and its listeners; request signatures are verified whenever
@@ -434,7 +499,7 @@ def build_app(
     # Bolt logs the whole body of a rejected request at INFO: what a forger sent stays out.
     logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
 
-    listeners = Listeners(settings, workflow, directory, client)
+    listeners = Listeners(settings, workflow, directory, client, signing_executor)
     app.command(settings.signcsr_command)(listeners.on_command)
     app.action(messages.APPROVE_ACTION)(listeners.on_approve)
     app.action(messages.DENY_ACTION)(listeners.on_deny)

@@ -136,6 +136,18 @@ def form_view(settings: Settings, metadata: Mapping[str, str | None], from_list:
     }
 
 
+def origin(view: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the form was opened from, as `form_view` put it in the view's metadata; empty
+    when the metadata is missing or not ours."""
+    try:
+        metadata = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(metadata, dict):
+        return {}
+    return {key: value for key, value in metadata.items() if isinstance(value, str)}
+
+
 def field_values(state: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """The form's answers as the command's raw fields; empty means not given."""
     fields: dict[str, str] = {}

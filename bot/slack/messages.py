@@ -237,6 +237,14 @@ def request_number_missing(command: str, subcommand: str, given: str) -> str:
     )
 
 
+def not_posted_note(record: RequestRecord, error: str) -> str:
+    return (
+        f":warning: I could not post request #{record.id} for approval: Slack answered"
+        f" `{escape(error)}`. It is withdrawn, so nothing waits in vain; please ask again in a"
+        " minute."
+    )
+
+
 def invite_note(channel: str | None) -> str:
     where = f"<#{channel}>" if channel else "this channel"
     return (
