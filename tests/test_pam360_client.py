@@ -503,6 +503,60 @@ def test_a_certificate_id_in_an_odd_shape_does_not_hide_the_signing(
     assert client.sign_csr(ROOT_SIGNING).certificate_id == read
 
 
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [(309.0, 309), (" 309 ", 309), (309.5, None), (True, None), ("²", None), ("-", None)],
+)
+def test_a_certificate_id_as_an_integral_float_or_numeric_text_is_read(
+    client: PAM360Client, pam360: responses.RequestsMock, sent: Any, read: int | None
+) -> None:
+    signed = {**SIGNED_SAMPLE, "details": [{"commonName": "csrtest", "Certificate_ID": sent}]}
+    answer(pam360, "signCSR", signed)
+
+    assert client.sign_csr(ROOT_SIGNING).certificate_id == read
+    assert len(pam360.calls) == 1
+
+
+def test_details_as_one_object_instead_of_a_list_keeps_the_certificate(
+    client: PAM360Client, pam360: responses.RequestsMock
+) -> None:
+    # PAM360 answers getCSRList in more than one shape; signCSR's details may vary too.
+    details = {"commonName": "csrtest", "Certificate_ID": 309, "serialNumber": "b7d5fcb7"}
+    answer(pam360, "signCSR", {**SIGNED_SAMPLE, "details": details})
+
+    result = client.sign_csr(ROOT_SIGNING)
+
+    assert (result.common_name, result.certificate_id, result.serial_number) == (
+        "csrtest",
+        309,
+        "b7d5fcb7",
+    )
+    assert len(pam360.calls) == 1
+
+
+@pytest.mark.parametrize("odd", [{"value": "csrtest"}, ["csrtest"], True, 1.5])
+def test_a_name_or_serial_that_is_not_text_is_left_out_not_shown_as_a_repr(
+    client: PAM360Client, pam360: responses.RequestsMock, odd: Any
+) -> None:
+    details = [{"commonName": odd, "Certificate_ID": 309, "serialNumber": odd}]
+    answer(pam360, "signCSR", {**SIGNED_SAMPLE, "details": details})
+
+    result = client.sign_csr(ROOT_SIGNING)
+
+    assert (result.common_name, result.serial_number) == (None, None)
+    assert result.certificate_id == 309
+    assert len(pam360.calls) == 1
+
+
+def test_a_serial_number_sent_as_a_json_number_is_kept_as_text(
+    client: PAM360Client, pam360: responses.RequestsMock
+) -> None:
+    details = [{"commonName": "csrtest", "Certificate_ID": 309, "serialNumber": 1234}]
+    answer(pam360, "signCSR", {**SIGNED_SAMPLE, "details": details})
+
+    assert client.sign_csr(ROOT_SIGNING).serial_number == "1234"
+
+
 # ---------------------------------------------------------------------------------------------
 # Failures, in the words a person reads
 
@@ -651,6 +705,166 @@ def test_a_gateway_status_is_unknown_even_with_a_failure_body(
 
     with pytest.raises(OutcomeUnknown):
         client.sign_csr(ROOT_SIGNING)
+
+
+NOT_PAM360_JSON = "an answer that is not PAM360's JSON came back"
+WITHOUT_STATUS = "an answer without a result status came back"
+EMPTY = "an empty answer (HTTP 200) came back"
+CUT_SHORT = '{"result": {"status": "Succ'
+UNCLEAR_200 = {
+    "empty-json": ("", "application/json", EMPTY),
+    "blank-text": (" \r\n", "text/plain", EMPTY),
+    "empty-html": ("", "text/html", EMPTY),
+    "cut-short-json": (CUT_SHORT, "application/json", NOT_PAM360_JSON),
+    "cut-short-text": (
+        '{"result": {"status": "Success"}, "details": [{',
+        "text/plain",
+        NOT_PAM360_JSON,
+    ),
+    "cut-short-untyped": (CUT_SHORT, "", NOT_PAM360_JSON),
+    # JSON labelled as HTML is still JSON, cut short; a login page never opens with "{".
+    "cut-short-labelled-html": (CUT_SHORT, "text/html", NOT_PAM360_JSON),
+    "array": ("[1, 2]", "application/json", NOT_PAM360_JSON),
+    "string": ('"Success"', "application/json", NOT_PAM360_JSON),
+    "empty-object": ("{}", "application/json", WITHOUT_STATUS),
+    "no-result": ('{"name": "SignCSR", "details": []}', "application/json", WITHOUT_STATUS),
+    "result-not-object": ('{"result": "Success"}', "application/json", WITHOUT_STATUS),
+    "no-status": (
+        '{"result": {"message": "Certificate signed."}}',
+        "application/json",
+        WITHOUT_STATUS,
+    ),
+    "empty-status": ('{"result": {"status": ""}}', "application/json", WITHOUT_STATUS),
+    "null-status": ('{"result": {"status": null}}', "application/json", WITHOUT_STATUS),
+    "boolean-status": ('{"result": {"status": true}}', "application/json", WITHOUT_STATUS),
+}
+
+
+@pytest.mark.parametrize(("body", "content_type", "words"), UNCLEAR_200.values(), ids=UNCLEAR_200)
+def test_sign_csr_200_without_a_clear_answer_is_unknown_and_sent_once(
+    client: PAM360Client, pam360: responses.RequestsMock, body: str, content_type: str, words: str
+) -> None:
+    # PAM360 may have signed: calling it a failure would invite a second certificate.
+    answer(pam360, "signCSR", body, content_type=content_type)
+
+    with pytest.raises(OutcomeUnknown) as caught:
+        client.sign_csr(ROOT_SIGNING)
+
+    assert not isinstance(caught.value, PAM360Failure)
+    assert caught.value.what_happened == words
+    assert str(caught.value) == (
+        f"No clear answer: {words} after the request was sent to PAM360 at {BASE}, so"
+        " PAM360 may have signed the CSR. Check PAM360's certificates before asking again."
+    )
+    assert len(pam360.calls) == 1
+
+
+def test_sign_csr_success_json_labelled_as_html_is_a_success(
+    client: PAM360Client, pam360: responses.RequestsMock
+) -> None:
+    answer(pam360, "signCSR", SIGNED_SAMPLE, content_type="text/html")
+
+    assert client.sign_csr(ROOT_SIGNING).certificate_id == 309
+    assert len(pam360.calls) == 1
+
+
+@pytest.mark.parametrize("status", [201, 204])
+def test_sign_csr_other_2xx_with_an_empty_body_is_unknown(
+    client: PAM360Client, pam360: responses.RequestsMock, status: int
+) -> None:
+    answer(pam360, "signCSR", "", status=status)
+
+    with pytest.raises(OutcomeUnknown, match=rf"an empty answer \(HTTP {status}\) came back"):
+        client.sign_csr(ROOT_SIGNING)
+    assert len(pam360.calls) == 1
+
+
+def test_sign_csr_200_plain_text_is_not_json(
+    client: PAM360Client, pam360: responses.RequestsMock
+) -> None:
+    # Text that is no JSON at all, not even cut short: the contract counts it a failure.
+    answer(pam360, "signCSR", "Service Unavailable", content_type="text/plain")
+
+    with pytest.raises(NotJSON, match=r"something other than JSON \(HTTP 200\)"):
+        client.sign_csr(ROOT_SIGNING)
+    assert len(pam360.calls) == 1
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "text/html; charset=UTF-8"])
+def test_sign_csr_200_html_page_is_still_not_json(
+    client: PAM360Client, pam360: responses.RequestsMock, content_type: str
+) -> None:
+    # A login or proxy page: the request never reached PAM360's API, so nothing was signed.
+    answer(pam360, "signCSR", "  " + LOGIN_PAGE, content_type=content_type)
+
+    with pytest.raises(NotJSON, match=r"answered an HTML page \(HTTP 200\).*PAM360_URL"):
+        client.sign_csr(ROOT_SIGNING)
+    assert len(pam360.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "error", "words"),
+    [
+        ("", "application/json", NotJSON, "something other than JSON (HTTP 200)"),
+        ('{"result": {"status": "Succ', "application/json", NotJSON, "something other than"),
+        ("[1, 2]", "application/json", NotJSON, "something other than JSON (HTTP 200)"),
+        ("{}", "application/json", PAM360Refused, "PAM360 answered no status."),
+        ('{"result": {"message": "Done."}}', "application/json", PAM360Refused, "Done."),
+    ],
+)
+def test_a_listing_200_without_a_clear_answer_stays_a_failure(
+    client: PAM360Client,
+    pam360: responses.RequestsMock,
+    body: str,
+    content_type: str,
+    error: type[PAM360Failure],
+    words: str,
+) -> None:
+    # A listing changes nothing, so asking again is safe: no unknown outcome there.
+    answer(pam360, "getCSRList", body, method="GET", content_type=content_type)
+
+    with pytest.raises(error) as caught:
+        client.list_csrs()
+    assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "error", "words"),
+    [
+        (400, "", "text/plain", HTTPStatusError, "answered HTTP 400 Bad Request."),
+        (400, '{"result": {"sta', "application/json", HTTPStatusError, "HTTP 400"),
+        (404, LOGIN_PAGE, "text/html", NotJSON, "an HTML page (HTTP 404)"),
+        (403, "", "text/plain", AuthenticationRefused, "PAM360_AUTHTOKEN"),
+        (403, "{}", "application/json", AuthenticationRefused, "PAM360_AUTHTOKEN"),
+        (409, failed("CSR already signed"), "application/json", PAM360Refused, "already"),
+    ],
+)
+def test_sign_csr_4xx_without_a_clear_body_is_still_a_failure(
+    client: PAM360Client,
+    pam360: responses.RequestsMock,
+    status: int,
+    body: Any,
+    content_type: str,
+    error: type[PAM360Failure],
+    words: str,
+) -> None:
+    answer(pam360, "signCSR", body, status=status, content_type=content_type)
+
+    with pytest.raises(error) as caught:
+        client.sign_csr(ROOT_SIGNING)
+    assert words in str(caught.value)
+    assert len(pam360.calls) == 1
+
+
+@pytest.mark.parametrize("body", ["", "{", "{}", '{"result": {"message": "oops"}}'])
+def test_sign_csr_500_without_pam360s_failure_is_unknown(
+    client: PAM360Client, pam360: responses.RequestsMock, body: str
+) -> None:
+    answer(pam360, "signCSR", body, status=500)
+
+    with pytest.raises(OutcomeUnknown, match="HTTP 500 came back"):
+        client.sign_csr(ROOT_SIGNING)
+    assert len(pam360.calls) == 1
 
 
 def test_sign_csr_redirect_is_not_followed_and_keeps_the_token_home(

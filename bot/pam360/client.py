@@ -37,6 +37,7 @@ API_PATH = "/api/pki/restapi/"
 # Statuses from a gateway (or a crashing PAM360) that say nothing about whether PAM360 acted.
 UNCLEAR_STATUSES = {500, 502, 504}
 AUTH_STATUSES = {401, 403}
+NOT_PAM360_JSON = "an answer that is not PAM360's JSON came back"
 
 
 # Raised by requests while it builds the request, so nothing has gone out yet.
@@ -108,6 +109,26 @@ def said_no(response: requests.Response) -> bool:
     result = body.get("result") if isinstance(body, dict) else None
     status = str(result.get("status", "")) if isinstance(result, dict) else ""
     return bool(status) and status.lower() != "success"
+
+
+def unclear_success(response: requests.Response) -> str:
+    """What came back, when a 2xx to signCSR says neither yes nor no; "" when it is clear."""
+    text = response.text.strip()
+    if not text:
+        return f"an empty answer (HTTP {response.status_code}) came back"
+    try:
+        body = response.json()
+    except ValueError:
+        # JSON cut short may be PAM360's answer; other text (a login or proxy page) is not
+        # JSON at all, which the contract counts as a failure: the API never saw the request.
+        return NOT_PAM360_JSON if text.startswith(("{", "[")) else ""
+    if not isinstance(body, dict):
+        return NOT_PAM360_JSON
+    result = body.get("result")
+    status = result.get("status") if isinstance(result, dict) else None
+    if not isinstance(status, str) or not status.strip():
+        return "an answer without a result status came back"
+    return ""
 
 
 class Transport:
@@ -230,8 +251,8 @@ class Transport:
 
     def check(self, response: requests.Response, *, once: bool = False) -> dict[str, Any]:
         """PAM360's JSON answer when its status is Success; our own error otherwise."""
-        if once and response.status_code in UNCLEAR_STATUSES and not said_no(response):
-            raise OutcomeUnknown(self.base_url, f"HTTP {response.status_code} came back")
+        if once:
+            self._refuse_unclear(response)
         body = self._json_body(response)
         result = body.get("result") if isinstance(body, dict) else None
         status = str(result.get("status", "")) if isinstance(result, dict) else ""
@@ -247,6 +268,18 @@ class Transport:
                 raise AuthenticationRefused(message)
             raise PAM360Refused(message, status or "no status")
         return body
+
+    def _refuse_unclear(self, response: requests.Response) -> None:
+        """Raises OutcomeUnknown when the answer to a `once` call may hide a signing."""
+        # Calling such an answer a failure would invite a second request, and a second
+        # certificate.
+        what = ""
+        if response.status_code in UNCLEAR_STATUSES and not said_no(response):
+            what = f"HTTP {response.status_code} came back"
+        elif 200 <= response.status_code < 300:
+            what = unclear_success(response)
+        if what:
+            raise OutcomeUnknown(self.base_url, what)
 
     def _json_body(self, response: requests.Response) -> dict[str, Any]:
         try:
@@ -288,18 +321,33 @@ def csr_common_name(pem: bytes) -> str:
 
 
 def text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """Text PAM360 may send as a JSON string or number; None for anything else, not a repr."""
+    if isinstance(value, bool):
+        return None
+    return str(value) if isinstance(value, (str, int)) else None
 
 
 def int_or_none(value: Any) -> int | None:
-    """A number PAM360 may send as a JSON number or as text; None when it is neither."""
+    """A number PAM360 may send as a JSON number (309 or 309.0) or as text; else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    # isdecimal, not isdigit: int() refuses digits such as "²" that isdigit accepts.
+    if isinstance(value, str) and value.strip().isdecimal():
         return int(value.strip())
     return None
+
+
+def first_detail(details: Any) -> dict[str, Any]:
+    """signCSR's certificate details: documented as a list of one object, also seen bare."""
+    if isinstance(details, dict):
+        return details
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        return details[0]
+    return {}
 
 
 def csr_entry(row: Any) -> CSREntry | None:
@@ -344,8 +392,7 @@ class PAM360Client:
         )
         body = self.transport.check(response, once=True)
         message = str(body["result"].get("message", ""))
-        rows = body.get("details")
-        first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+        first = first_detail(body.get("details"))
         return SignResult(
             message=message,
             common_name=text_or_none(first.get("commonName")),
