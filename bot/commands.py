@@ -70,6 +70,12 @@ QUOTE_CLOSERS = {
 }
 # Text direction overrides can make a CA name read differently from what is sent.
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Control characters, and the line and paragraph separators (U+2028, U+2029) that Slack
+# renders as line breaks: either could fake extra lines on the approval card.
+LINE_BREAKING_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+# The approval card shows these in code spans, where a backtick would end the span and let
+# the rest pose as card text (a fake serial, say); no real CA, server or template name has one.
+CODE_SPAN_FIELDS = frozenset({"root", "serial", "ca", "server", "template"})
 
 
 def usage(command: str = "/signcsr") -> str:
@@ -278,8 +284,34 @@ def _check_text(field: str, value: str) -> None:
         raise UsageError(
             f"{field}= is {len(value):,} characters long; the limit is {limit:,}.", field
         )
-    if any(unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS for char in value):
+    if any(
+        unicodedata.category(char) in LINE_BREAKING_CATEGORIES or char in BIDI_CONTROLS
+        for char in value
+    ):
         raise UsageError(f"{field}= can't contain line breaks or other control characters.", field)
+    if field in CODE_SPAN_FIELDS and "`" in value:
+        raise UsageError(
+            f"{field}= can't contain a backtick (`): real CA names, serials, servers and "
+            "templates never hold one.",
+            field,
+        )
+    if field == "org":
+        _check_latin1_org(value)
+
+
+def _check_latin1_org(org: str) -> None:
+    """Refuse now what would otherwise fail only after an approver approved."""
+    try:
+        org.encode("latin-1")
+    except UnicodeEncodeError as error:
+        char = org[error.start]
+        # The code point too, as the character may be invisible or look like a Latin one.
+        raise UsageError(
+            f"org= can't contain '{char}' (U+{ord(char):04X}): PAM360 takes the organization "
+            "in an HTTP header, which carries only Latin-1 text. Accented Latin letters such "
+            "as é and ü are fine.",
+            "org",
+        ) from None
 
 
 def _sign_type(given: dict[str, str], settings: Settings) -> Literal["root", "msca"]:

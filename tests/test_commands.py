@@ -104,6 +104,10 @@ def test_contract_example_takes_serial_from_catalog(catalog_settings: Settings) 
         ("303 root=testroot org=‘Example Ltd’", {"org": "Example Ltd"}),
         ("303 root=testroot org='Example Ltd'", {"org": "Example Ltd"}),
         ("303 root=testroot org=O'Reilly", {"org": "O'Reilly"}),
+        ('303 root=testroot org="Müller GmbH"', {"org": "Müller GmbH"}),
+        ('303 root=testroot org="Société Générale ©"', {"org": "Société Générale ©"}),
+        ("303 root=testroot org=`quoted`", {"org": "`quoted`"}),
+        ("303 root=testroot reason=see `ticket 42`", {"reason": "see `ticket 42`"}),
         ('303 root=testroot reason="a=b and c"', {"reason": "a=b and c"}),
         ("303 root=testroot reason='it's urgent'", {"reason": "it's urgent"}),
         ('303 reason="renewal" root=testroot', {"reason": "renewal"}),
@@ -264,6 +268,27 @@ def test_text_of_2001_characters_is_refused(catalog_settings: Settings) -> None:
         ("303 server=" + "s" * 201 + " ca=b template=c", "server", "the limit is 200."),
         ("303 root=testroot reason=two\nlines", "reason", "can't contain line breaks"),
         ('303 root=testroot org="tab\there"', "org", "or other control characters."),
+        ("303 root=testroot reason=fake\u2028line", "reason", "can't contain line breaks"),
+        ('303 root=testroot reason="fake\u2029paragraph"', "reason", "can't contain line"),
+        ('303 root=testroot org="Example\u2028Ltd"', "org", "can't contain line breaks"),
+        (
+            '303 root=testroot org="株式会社 Example"',
+            "org",
+            "org= can't contain '株' (U+682A): PAM360 takes the organization in an HTTP header, "
+            "which carries only Latin-1 text.",
+        ),
+        ("303 root=testroot org=Example\u200bLtd", "org", "(U+200B)"),
+        ("303 root=testroot org=Ex€mple", "org", "only Latin-1 text"),
+        (
+            '303 root="testroot* (serial `1879376424c`) *"',
+            "root",
+            "root= can't contain a backtick (`)",
+        ),
+        ('303 root="Corp` Root"', "root", "can't contain a backtick"),
+        ("303 root=testroot serial=`1879376424c`", "serial", "serial= can't contain a backtick"),
+        ("303 server=ca`01 ca=b template=c", "server", "server= can't contain a backtick"),
+        ("303 server=a ca=`b` template=c", "ca", "ca= can't contain a backtick"),
+        ("303 server=a ca=b template=Web`", "template", "template= can't contain a backtick"),
     ],
 )
 def test_refusals(text: str, field: str | None, words: str, catalog_settings: Settings) -> None:
@@ -428,6 +453,34 @@ def test_modal_microsoft_ca_request(catalog_settings: Settings) -> None:
         ({"csr": "1", "root": "test\u202eroot"}, "root", "control characters"),
         ({"csr": "1", "type": "msca", "server": "a", "ca": "b"}, "template", "template="),
         ({"csr": "1", "root": "testroot", "reason": "r" * 2001}, "reason", "the limit is 2,000"),
+        ({"csr": "1", "root": "testroot", "reason": "a\u2028b"}, "reason", "line breaks"),
+        ({"csr": "1", "root": "testroot", "reason": "a\u2029b"}, "reason", "line breaks"),
+        (
+            {"csr": "1", "root": "testroot", "org": "株式会社 Example"},
+            "org",
+            "PAM360 takes the organization in an HTTP header, which carries only Latin-1 text.",
+        ),
+        (
+            {"csr": "1", "root": "testroot* (serial `1879376424c`) *"},
+            "root",
+            "root= can't contain a backtick",
+        ),
+        ({"csr": "1", "root": "testroot", "serial": "`ab`"}, "serial", "backtick"),
+        (
+            {"csr": "1", "type": "msca", "server": "a`", "ca": "b", "template": "c"},
+            "server",
+            "server= can't contain a backtick",
+        ),
+        (
+            {"csr": "1", "type": "msca", "server": "a", "ca": "b`", "template": "c"},
+            "ca",
+            "ca= can't contain a backtick",
+        ),
+        (
+            {"csr": "1", "type": "msca", "server": "a", "ca": "b", "template": "`c"},
+            "template",
+            "template= can't contain a backtick",
+        ),
     ],
 )
 def test_modal_refusals(
@@ -437,6 +490,13 @@ def test_modal_refusals(
         spec_from_fields(modal_values(**given), catalog_settings)
     assert words in caught.value.problem
     assert caught.value.field == field
+    assert_reads_as_a_sentence(caught.value.problem)
+
+
+def test_modal_keeps_latin1_org_and_backticks_in_free_text(catalog_settings: Settings) -> None:
+    values = modal_values(csr="1", root="testroot", org="Müller GmbH", reason="see `INC-42`")
+    spec = spec_from_fields(values, catalog_settings)
+    assert (spec.org, spec.reason) == ("Müller GmbH", "see `INC-42`")
 
 
 def test_spec_is_frozen(catalog_settings: Settings) -> None:
