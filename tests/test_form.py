@@ -52,7 +52,14 @@ def state_for(**answers: Any) -> dict[str, Any]:
     return values
 
 
-def submit_form(bot: Bot, slack: SlackStandIn, user: str = REQUESTER, **answers: Any) -> Any:
+def submit_form(
+    bot: Bot,
+    slack: SlackStandIn,
+    user: str = REQUESTER,
+    private_metadata: str | None = None,
+    **answers: Any,
+) -> Any:
+    """A view_submission as Slack sends it; `private_metadata` replaces what the form holds."""
     metadata = {
         "channel_id": CHANNEL,
         "response_url": slack.response_url(f"form-{user}"),
@@ -66,7 +73,9 @@ def submit_form(bot: Bot, slack: SlackStandIn, user: str = REQUESTER, **answers:
             "id": "VSTANDIN",
             "type": "modal",
             "callback_id": FORM_CALLBACK,
-            "private_metadata": json.dumps(metadata),
+            "private_metadata": (
+                json.dumps(metadata) if private_metadata is None else private_metadata
+            ),
             "state": {"values": state_for(**answers)},
         },
     }
@@ -332,3 +341,41 @@ def test_card_reads_the_csr_list_of_the_requests_organization(
     assert "*csrtest*" in said(card_of(slack))
     listings = [call.request for call in pam360.calls if call.request.url == LIST_URL]
     assert [request.headers["orgName"] for request in listings] == ["Payments Org"]
+
+
+@pytest.mark.parametrize("metadata", ["", "not json{", "[1, 2]"])
+def test_a_form_that_lost_its_metadata_still_answers_the_requester(
+    make_bot: Any, slack: SlackStandIn, pam360: Any, metadata: str
+) -> None:
+    bot: Bot = make_bot(signcsr_approval_channel="CAPPROVALS")
+
+    response = submit_form(bot, slack, private_metadata=metadata, csr=303, root="testroot")
+
+    assert response.status == 200
+    assert card_with_buttons(slack, bot).args["channel"] == "CAPPROVALS"
+    direct = slack.wait_for("chat.postMessage", where=lambda c: c.args["channel"] == REQUESTER)
+    assert "Request #1 is waiting for an approver in <#CAPPROVALS>" in direct[0].args["text"]
+
+
+def test_a_form_with_nowhere_to_post_withdraws_and_says_so(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+
+    submit_form(bot, slack, private_metadata="", csr=303, root="testroot")
+
+    direct = slack.wait_for("chat.postMessage", where=lambda c: c.args["channel"] == REQUESTER)
+    assert "could not post request #1" in direct[0].args["text"]
+    assert bot.runtime.workflow.get(1).state == "cancelled"
+
+
+@pytest.mark.parametrize("text", ["status ²", "cancel ١", "status 99999999999999999999"])
+def test_odd_request_numbers_get_words_not_errors(
+    make_bot: Any, slack: SlackStandIn, text: str
+) -> None:
+    bot: Bot = make_bot()
+
+    assert bot.command(text, user=REQUESTER).status == 200
+
+    note = slack.wait_for("response_url")[0].args["text"]
+    assert "Give the request number" in note

@@ -344,7 +344,10 @@ class Listeners:
         text, blocks = messages.card(record, self.settings.signcsr_roots)
         try:
             if not channel:
-                raise SlackApiError("no channel", {"ok": False, "error": "channel_not_found"})
+                # No channel to post in: the command's response_url, if any, stands in for it;
+                # without one the request cannot reach an approver.
+                error = "channel_not_found" if respond.response_url else "no_channel_known"
+                raise SlackApiError("no channel", {"ok": False, "error": error})
             answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
         except SlackApiError as exc:
             error = slack_error(exc)
