@@ -379,3 +379,22 @@ def test_odd_request_numbers_get_words_not_errors(
 
     note = slack.wait_for("response_url")[0].args["text"]
     assert "Give the request number" in note
+
+
+def test_status_of_a_long_reason_keeps_the_whole_history(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    bot: Bot = make_bot()
+    bot.command("303 root=testroot reason=" + "&amp;" * 380, user=REQUESTER)
+    card_with_buttons(slack, bot)
+    bot.click(APPROVE_ACTION, 1, APPROVER)
+    wait_until(lambda: bot.runtime.workflow.get(1).state == "signed")
+
+    bot.command("status 1", user=REQUESTER)
+
+    text = slack.wait_for("response_url", where=lambda c: "History" in str(c.args))[0]
+    status = text.args["text"]
+    assert len(status) <= 3900
+    assert f"signing by <@{APPROVER}>" in status and "signed by PAM360" in status
+    # Cut short between entities, never inside one.
+    assert all(part.startswith("amp;") for part in status.split("&")[1:])

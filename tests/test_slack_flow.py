@@ -13,6 +13,7 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from bot.commands import parse_sign_command
 from bot.slack.messages import APPROVE_ACTION, DENY_ACTION
 from bot.slack.standin import SlackStandIn
 from tests.conftest import (
@@ -474,6 +475,18 @@ def test_help_lists_catalog_limits_and_approvers(make_bot: Any) -> None:
         assert words in body["text"]
     # Typed placeholders are escaped, or Slack would read <id> as a link.
     assert "status &lt;id&gt;" in body["text"] and "<id>" not in body["text"]
+
+
+def test_help_with_a_large_catalog_fits_and_its_example_can_be_pasted(make_bot: Any) -> None:
+    catalog = {f"Corp Root CA {year}": f"{year:x}" for year in range(1900, 2052)}
+    bot: Bot = make_bot(signcsr_roots=catalog)
+
+    text = json.loads(bot.command("help").body)["text"]
+
+    assert len(text) <= 3900 and "and 122 more" in text
+    example = text.split("Example: `", 1)[1].split("`", 1)[0]
+    assert example.startswith('/signcsr 303 root="Corp Root CA 1900" days=100')
+    assert parse_sign_command(example.removeprefix("/signcsr "), bot.runtime.settings)
 
 
 def test_a_serial_that_is_not_the_catalogs_is_flagged_for_the_approver(

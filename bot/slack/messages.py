@@ -16,6 +16,12 @@ TEXT_LIMIT = 3900
 APPROVE_ACTION = "signcsr_approve"
 DENY_ACTION = "signcsr_deny"
 LIST_LIMIT = 20
+# In a status, each history line's detail (a reason, PAM360's message) and the outcome line
+# are cut at these lengths, so that the whole history fits.
+HISTORY_DETAIL_CHARS = 300
+STATUS_OUTCOME_CHARS = 1000
+# Help names this many catalog CAs at most, so the rest of it still fits in one message.
+HELP_CA_LIMIT = 30
 
 STATE_WORDS = {
     "pending": "waiting for an approver",
@@ -35,7 +41,14 @@ def escape(text: str) -> str:
 
 
 def clip(text: str, limit: int = SECTION_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """At most `limit` characters; a cut never splits an entity such as &amp;."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    entity = cut.rfind("&")
+    if entity > cut.rfind(";") and len(cut) - entity < len("&amp;"):
+        cut = cut[:entity]
+    return cut + "…"
 
 
 def section(text: str) -> Block:
@@ -275,16 +288,14 @@ def help_text(
     pending_hours: float,
 ) -> str:
     default_days, max_days, max_intermediate = limits
-    cas = ", ".join(f"`{escape(cn)}` (serial `{serial}`)" for cn, serial in catalog.items())
     people = ", ".join(mention(entry) for entry in approvers)
     lines = [
         "*Get a CSR stored in PAM360 signed by one of its CAs.*",
         f"`{escape(usage)}`",
-        f"Example: `{command} 303 root={next(iter(catalog), 'testroot')} days=100"
-        ' reason="new API endpoint"`',
+        f'Example: `{command} 303 {example_ca(catalog)} days=100 reason="new API endpoint"`',
         f"`{command}` alone opens a form. `{command} status &lt;id&gt;`, `{command} list`,"
         f" `{command} cancel &lt;id&gt;`.",
-        f"*CAs:* {cas or 'no catalog is set: give root= and serial= each time.'}",
+        f"*CAs:* {catalog_words(catalog)}",
         f"*Validity:* {default_days} days unless you give days=; at most {max_days} days,"
         f" {max_intermediate} with intermediate=yes.",
         f"*Approvers:* {people}. Requests wait {pending_hours:g} hours for a decision.",
@@ -293,7 +304,25 @@ def help_text(
         lines.append("An approver's own request is signed at once.")
     else:
         lines.append("Nobody can approve their own request.")
-    return "\n".join(lines)
+    return clip("\n".join(lines), TEXT_LIMIT)
+
+
+def example_ca(catalog: Mapping[str, str]) -> str:
+    """root= as it must be typed: quoted when the name has spaces, with a serial when no
+    catalog supplies one."""
+    if not catalog:
+        return "root=testroot serial=1879376424c"
+    name = escape(next(iter(catalog)))
+    return f'root="{name}"' if any(char.isspace() for char in name) else f"root={name}"
+
+
+def catalog_words(catalog: Mapping[str, str]) -> str:
+    if not catalog:
+        return "no catalog is set: give root= and serial= each time."
+    shown = list(catalog.items())[:HELP_CA_LIMIT]
+    words = ", ".join(f"`{escape(cn)}` (serial `{serial}`)" for cn, serial in shown)
+    rest = len(catalog) - len(shown)
+    return words + (f", and {rest} more" if rest > 0 else "")
 
 
 def mention(entry: str) -> str:
@@ -303,13 +332,16 @@ def mention(entry: str) -> str:
 def status_text(
     record: RequestRecord, events: Iterable[AuditEvent], catalog: Mapping[str, str]
 ) -> str:
-    # A signed request's outcome line names its Certificate_ID and serial.
-    lines = [f"*{card_title(record)}*", request_fields(record, catalog), outcome_line(record)]
-    lines.append("*History:*")
+    """One request's state and history. What a long reason or message pushes out is cut from
+    the request's fields, never from the history: it says who approved."""
+    history = ["*History:*"]
     for item in events:
-        detail = f": {escape(item.detail)}" if item.detail else ""
-        lines.append(f"• {when(item.at)} {item.state} by {actor(item.actor)}{detail}")
-    return clip("\n".join(lines), TEXT_LIMIT)
+        detail = f": {escape(clip(item.detail, HISTORY_DETAIL_CHARS))}" if item.detail else ""
+        history.append(f"• {when(item.at)} {item.state} by {actor(item.actor)}{detail}")
+    # A signed request's outcome line names its Certificate_ID and serial.
+    tail = "\n".join([clip(outcome_line(record), STATUS_OUTCOME_CHARS), *history])
+    head = f"*{card_title(record)}*\n{request_fields(record, catalog)}"
+    return f"{clip(head, TEXT_LIMIT - len(tail) - 1)}\n{tail}"
 
 
 def actor(name: str) -> str:
