@@ -12,9 +12,9 @@ class GroupLookupFailed(Exception):
     def __init__(self, group: str, reason: str) -> None:
         self.group = group
         super().__init__(
-            f"The members of user group {group} could not be read ({reason}), so approvers"
-            " cannot be checked. Nothing was changed; try again, or ask the bot's operator"
-            " to check its usergroups:read scope."
+            f"The members of user group {group} could not be read ({reason}), so who may ask"
+            " for or approve signatures cannot be checked. Nothing was changed; try again, or"
+            " ask the bot's operator to check its usergroups:read scope."
         )
 
 

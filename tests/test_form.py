@@ -398,3 +398,64 @@ def test_status_of_a_long_reason_keeps_the_whole_history(
     assert f"signing by <@{APPROVER}>" in status and "signed by PAM360" in status
     # Cut short between entities, never inside one.
     assert all(part.startswith("amp;") for part in status.split("&")[1:])
+
+
+def suggest(bot: Bot, typed: str) -> list[dict[str, Any]]:
+    """The CSR select's options for what the person typed, as Slack asks for them."""
+    payload = {
+        "type": "block_suggestion",
+        "action_id": CSR_SELECT_ACTION,
+        "block_id": "csr",
+        "value": typed,
+        "team": {"id": TEAM},
+        "user": {"id": REQUESTER},
+        "view": {"id": "VSTANDIN", "type": "modal", "callback_id": FORM_CALLBACK},
+    }
+    options: list[dict[str, Any]] = json.loads(
+        bot.send(urlencode({"payload": json.dumps(payload)})).body
+    )["options"]
+    return options
+
+
+def test_a_typed_csr_id_comes_first_among_hundreds(make_bot: Any) -> None:
+    bot: Bot = make_bot()
+    rows = [{"CSR_ID": n, "DOMAIN_NAME": f"host{n}.example.com"} for n in range(1, 3001)]
+    listing = {"result": {"status": "Success"}, "details": {"GeneratedList": rows}}
+
+    with responses.RequestsMock() as mock:
+        mock.add(responses.GET, LIST_URL, json=listing)
+        options = suggest(bot, "12")
+
+    assert len(options) == 100
+    assert options[0]["value"] == "12"
+    assert [option["value"] for option in options[1:3]] == ["2912", "2812"]
+
+
+def test_a_catalog_too_big_for_a_select_gets_a_text_field(
+    make_bot: Any, slack: SlackStandIn, pam360: Any
+) -> None:
+    catalog = {f"CA {number}": f"{number:x}" for number in range(1, 152)}
+    bot: Bot = make_bot(signcsr_roots=catalog)
+
+    bot.command("", user=REQUESTER)
+
+    view = slack.wait_for("views.open")[0].args["view"]
+    root = next(block for block in view["blocks"] if block["block_id"] == "root")
+    assert root["element"]["type"] == "plain_text_input"
+    submit_form(bot, slack, csr=303, root="CA 151")
+    wait_until(lambda: bot.runtime.workflow.get(1).spec["root_serial"] == "97")
+
+
+def test_the_prefilled_days_are_not_sent_to_a_microsoft_ca(
+    make_bot: Any, slack: SlackStandIn, pam360: responses.RequestsMock
+) -> None:
+    bot: Bot = make_bot()
+    answers = {"csr": 303, "type": "msca", "server": "ca01", "ca": "Issuing", "template": "Web"}
+
+    submit_form(bot, slack, user=APPROVER, days=365, **answers)
+    submit_form(bot, slack, user=APPROVER, days=30, **answers)
+
+    wait_until(lambda: len(sign_calls(pam360)) == 2)
+    sent = sorted((call["operation"]["Details"] for call in sign_calls(pam360)), key=len)
+    assert "Validity" not in sent[0]
+    assert sent[1]["Validity"] == 30

@@ -215,7 +215,8 @@ class Listeners:
 
     def on_form_submit(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         """Checks the answers by the command's own rules; a problem keeps the form open."""
-        fields = form.field_values(view.get("state", {}).get("values", {}))
+        state = view.get("state", {}).get("values", {})
+        fields = form.field_values(state, self.settings.signcsr_default_days)
         try:
             spec = spec_from_fields(fields, self.settings)
         except UsageError as exc:

@@ -15,6 +15,7 @@ FORM_CALLBACK = "signcsr_form"
 CSR_SELECT_ACTION = "signcsr_csr_select"
 OPTION_LIMIT = 100
 OPTION_TEXT_LIMIT = 75
+OPTION_VALUE_LIMIT = 150
 # Errors about no particular field are shown on the first input of the form.
 FIRST_BLOCK = "csr"
 
@@ -65,11 +66,14 @@ def csr_block(from_list: bool) -> Block:
 
 
 def ca_blocks(catalog: Mapping[str, str]) -> list[Block]:
-    if catalog:
-        options = [
-            {"text": plain(clip(cn, OPTION_TEXT_LIMIT)), "value": cn} for cn in list(catalog)[:100]
-        ]
+    """A select over the catalog when Slack can hold it (100 options, values of 150
+    characters), else a text field checked against the catalog on submission."""
+    if catalog and len(catalog) <= OPTION_LIMIT and max(map(len, catalog)) <= OPTION_VALUE_LIMIT:
+        options = [{"text": plain(clip(cn, OPTION_TEXT_LIMIT)), "value": cn} for cn in catalog]
         root = input_block("root", "CA", {"type": "static_select", "options": options})
+        serial_hint = "Leave empty to use the catalog's serial."
+    elif catalog:
+        root = input_block("root", "CA common name", text_element(), "A CA from the catalog.")
         serial_hint = "Leave empty to use the catalog's serial."
     else:
         root = input_block("root", "CA common name", text_element(placeholder="testroot"))
@@ -148,12 +152,16 @@ def origin(view: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metadata.items() if isinstance(value, str)}
 
 
-def field_values(state: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+def field_values(state: Mapping[str, Mapping[str, Any]], default_days: int) -> dict[str, str]:
     """The form's answers as the command's raw fields; empty means not given."""
     fields: dict[str, str] = {}
     for name in FIELD_NAMES:
         for element in (state.get(name) or {}).values():
             fields[name] = element_value(element)
+    # The days field comes filled with the default. Left so for a Microsoft CA, it asks for
+    # nothing: the template decides, and Validity goes to PAM360 only when asked for.
+    if fields.get("type") == "msca" and fields.get("days") == str(default_days):
+        fields["days"] = ""
     return fields
 
 
@@ -174,14 +182,15 @@ def form_error(field: str | None, problem: str) -> dict[str, Any]:
 
 
 def csr_options(entries: Iterable[CSREntry], query: str) -> list[dict[str, Any]]:
-    """The CSRs matching what the person typed, newest first, as select options."""
+    """The CSRs matching what the person typed, as select options: the one whose ID was
+    typed first (it must not fall past the option limit), then the others newest first."""
     query = query.strip().lower()
     matching = [
         entry
         for entry in entries
         if not query or query in entry.domain_name.lower() or query in str(entry.csr_id)
     ]
-    matching.sort(key=lambda entry: entry.csr_id, reverse=True)
+    matching.sort(key=lambda entry: (str(entry.csr_id) != query, -entry.csr_id))
     return [
         {"text": plain(option_text(entry)), "value": str(entry.csr_id)}
         for entry in matching[:OPTION_LIMIT]
