@@ -450,7 +450,13 @@ def test_the_prefilled_days_are_not_sent_to_a_microsoft_ca(
     make_bot: Any, slack: SlackStandIn, pam360: responses.RequestsMock
 ) -> None:
     bot: Bot = make_bot()
-    answers = {"csr": 303, "type": "msca", "server": "ca01", "ca": "Issuing", "template": "Web"}
+    answers: dict[str, Any] = {
+        "csr": 303,
+        "type": "msca",
+        "server": "ca01",
+        "ca": "Issuing",
+        "template": "Web",
+    }
 
     submit_form(bot, slack, user=APPROVER, days=365, **answers)
     submit_form(bot, slack, user=APPROVER, days=30, **answers)
