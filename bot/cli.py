@@ -68,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
         "--http", action="store_true", help="serve HTTP even if SLACK_APP_TOKEN is set"
     )
     serve.add_argument("--port", type=port_number, default=3000, help="port (default 3000)")
-    serve.add_argument("--host", default="0.0.0.0", help="HTTP address (default 0.0.0.0)")  # noqa: S104
+    every_address = "0.0.0.0"  # noqa: S104 (a server in a container listens on all of them)
+    serve.add_argument("--host", default=every_address, help="HTTP address (default 0.0.0.0)")
 
     sandbox = commands.add_parser(
         "sandbox", help="run a PAM360-compatible sandbox with a real CA", description=SANDBOX_HELP

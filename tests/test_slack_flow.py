@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,19 +209,40 @@ def test_slow_pam360_does_not_hold_up_the_ack(make_bot: Any, slack: SlackStandIn
     assert "Signed" in said(update)
 
 
-def test_slow_signings_leave_threads_for_every_ack(make_bot: Any, slack: SlackStandIn) -> None:
-    bot: Bot = make_bot()
+@dataclass
+class HeldPAM360:
+    """A PAM360 whose signCSR answers only once released; `arrived` counts the calls as they
+    come in (`responses` records a call only once it is answered)."""
+
+    mock: responses.RequestsMock
+    release: threading.Event
+    arrived: list[Any]
+
+
+@contextmanager
+def held_pam360() -> Iterator[HeldPAM360]:
     release = threading.Event()
     arrived: list[Any] = []
 
-    def stuck_sign(request: Any) -> tuple[int, dict[str, str], str]:
+    def held_sign(request: Any) -> tuple[int, dict[str, str], str]:
         arrived.append(request)
         release.wait(timeout=20)
         return 200, {}, json.dumps(SUCCESS)
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
-        mock.add_callback(responses.POST, SIGN_URL, callback=stuck_sign)
+        mock.add_callback(responses.POST, SIGN_URL, callback=held_sign)
+        try:
+            yield HeldPAM360(mock, release, arrived)
+        finally:
+            release.set()
+
+
+def test_slow_signings_leave_threads_for_every_ack(make_bot: Any, slack: SlackStandIn) -> None:
+    bot: Bot = make_bot()
+
+    with held_pam360() as pam360:
+        arrived, release = pam360.arrived, pam360.release
         # More signings in flight than there are listener threads.
         for number in range(20):
             assert bot.command(f"{300 + number} root=testroot", user=APPROVER).status == 200
@@ -242,17 +266,9 @@ def test_a_click_while_signing_leaves_the_card_to_the_signer(
     make_bot: Any, slack: SlackStandIn
 ) -> None:
     bot: Bot = make_bot()
-    release = threading.Event()
-    arrived: list[Any] = []
 
-    def held_sign(request: Any) -> tuple[int, dict[str, str], str]:
-        arrived.append(request)
-        release.wait(timeout=20)
-        return 200, {}, json.dumps(SUCCESS)
-
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add(responses.GET, LIST_URL, json=CSR_ROWS)
-        mock.add_callback(responses.POST, SIGN_URL, callback=held_sign)
+    with held_pam360() as pam360:
+        mock, arrived, release = pam360.mock, pam360.arrived, pam360.release
         bot.command("303 root=testroot", user=REQUESTER)
         card_with_buttons(slack, bot)
         bot.click(APPROVE_ACTION, 1, APPROVER)
