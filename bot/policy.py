@@ -14,7 +14,8 @@ class GroupLookupFailed(Exception):
         super().__init__(
             f"The members of user group {group} could not be read ({reason}), so who may ask"
             " for or approve signatures cannot be checked. Nothing was changed; try again, or"
-            " ask the bot's operator to check its usergroups:read scope."
+            " ask the bot's operator to check that group's ID in SIGNCSR_APPROVERS or"
+            " SIGNCSR_REQUESTERS and the bot's usergroups:read scope."
         )
 
 
@@ -46,8 +47,9 @@ class Policy:
         self._group_members = group_members
 
     def may_request(self, user: str) -> bool:
-        """Anyone when no requester list is set; else listed users and group members."""
-        return not self.requesters or self._listed(user, self.requesters)
+        """Anyone when no requester list is set; else listed users and group members, and
+        approvers, who may always ask."""
+        return not self.requesters or self._listed(user, self.requesters + self.approvers)
 
     def is_approver(self, user: str) -> bool:
         return self._listed(user, self.approvers)
@@ -65,10 +67,18 @@ class Policy:
         return Verdict(True)
 
     def _listed(self, user: str, entries: Iterable[str]) -> bool:
+        """Listed by ID or as a member of a group. A group that cannot be read decides only
+        when nothing else lists the user: then its failure is raised, never a guess."""
         entries = tuple(entries)
         if user in entries:
             return True
+        unread: GroupLookupFailed | None = None
         for group in (entry for entry in entries if entry.startswith("S")):
-            if user in set(self._group_members(group)):
-                return True
+            try:
+                if user in set(self._group_members(group)):
+                    return True
+            except GroupLookupFailed as exc:
+                unread = unread or exc
+        if unread is not None:
+            raise unread
         return False

@@ -184,3 +184,32 @@ def test_requester_not_listed_is_refused_and_nothing_stored(database: str) -> No
     with pytest.raises(Refusal, match="SIGNCSR_REQUESTERS"):
         submit(workflow, requester="UOTHER")
     assert workflow.store.get(1) is None
+
+
+def test_a_member_of_a_readable_group_approves_though_another_group_is_unreadable(
+    database: str,
+) -> None:
+    members = {"SPKI": ["UMEMBER"]}
+
+    def lookup(group: str) -> list[str]:
+        return members[group] if group in members else no_groups(group)
+
+    workflow = make_workflow(
+        database,
+        Clock(),
+        approvers=["SBROKEN", "SPKI"],
+        group_members=lookup,
+    )
+    request_id = submit(workflow)
+
+    assert workflow.approve(request_id, "UMEMBER").kind == "approved"
+    with pytest.raises(GroupLookupFailed, match="SBROKEN could not be read"):
+        workflow.approve(request_id, "UOUTSIDER")
+
+
+def test_approvers_may_always_ask(database: str) -> None:
+    workflow = make_workflow(database, Clock(), approvers=["UAPPROVER"], requesters=["UALLOWED"])
+
+    assert submit(workflow, requester="UAPPROVER") == 1
+    with pytest.raises(Refusal, match="SIGNCSR_REQUESTERS"):
+        submit(workflow, requester="UOTHER")
