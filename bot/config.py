@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -164,7 +165,11 @@ class Settings(BaseSettings):
         except OSError as exc:
             raise ValueError(f"cannot read {value}: {exc.strerror}") from None
         try:
-            x509.load_pem_x509_certificates(pem)
+            # A system bundle holds old roots that cryptography warns about; this only asks
+            # whether the file holds certificates at all.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                x509.load_pem_x509_certificates(pem)
         except ValueError:
             problem = f"{value} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
             raise ValueError(problem) from None
