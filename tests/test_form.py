@@ -173,12 +173,12 @@ def test_valid_form_creates_the_same_request_as_the_command(
 @pytest.mark.parametrize(
     ("answers", "block", "words"),
     [
-        ({"root": "testroot"}, "csr", "CSR ID"),
+        ({"root": "testroot"}, "csr", "Pick the CSR to sign"),
         ({"csr": 303, "root": "testroot", "days": 900}, "days", "825-day limit"),
         ({"csr": 303, "root": "testroot", "intermediate": True, "days": 2000}, "days", "1825"),
         ({"csr": 303, "root": "testroot", "serial": "xyz"}, "serial", "xyz"),
         ({"csr": 303, "type": "msca", "server": "ca01", "ca": "Issuing"}, "template", "template"),
-        ({"csr": 303}, "root", "root"),
+        ({"csr": 303}, "root", "Pick the CA that signs it"),
         ({"csr": 303, "root": "testroot", "reason": "x" * 2001}, "reason", "reason"),
     ],
 )

@@ -220,7 +220,7 @@ class Listeners:
         try:
             spec = spec_from_fields(fields, self.settings)
         except UsageError as exc:
-            ack(**form.form_error(exc.field, exc.problem))
+            ack(**form.form_error(exc.field, exc.problem, fields))
             return
         ack()
 

@@ -18,6 +18,10 @@ OPTION_TEXT_LIMIT = 75
 OPTION_VALUE_LIMIT = 150
 # Errors about no particular field are shown on the first input of the form.
 FIRST_BLOCK = "csr"
+LEFT_EMPTY = {
+    "csr": "Pick the CSR to sign (type part of its name or its ID).",
+    "root": "Pick the CA that signs it, or choose a Microsoft CA under Sign with.",
+}
 
 
 def plain(text: str) -> dict[str, Any]:
@@ -175,9 +179,12 @@ def element_value(element: Mapping[str, Any]) -> str:
     return str(element.get("value") or "").strip()
 
 
-def form_error(field: str | None, problem: str) -> dict[str, Any]:
-    """The answer that keeps the form open with the problem under its field."""
+def form_error(field: str | None, problem: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    """The answer that keeps the form open with the problem under its field. A required
+    field left empty gets the form's own words, not the command's `root=` syntax."""
     block = field if field in FIELD_NAMES else FIRST_BLOCK
+    if block in LEFT_EMPTY and not fields.get(block):
+        problem = LEFT_EMPTY[block]
     return {"response_action": "errors", "errors": {block: problem}}
 
 
