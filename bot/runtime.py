@@ -55,6 +55,7 @@ class Runtime:
         self.pool.shutdown(wait=True)
         # After the listeners: they are what hands signings over.
         self.signing_pool.shutdown(wait=True)
+        self.listeners.directory.close()
         self.pam360.close()
         self.store.close()
 

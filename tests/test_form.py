@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,6 +16,7 @@ from bot.slack.standin import TEAM, Call, SlackStandIn
 from tests.conftest import (
     APPROVER,
     CHANNEL,
+    CSR_ROWS,
     LIST_URL,
     REQUESTER,
     ROOT_SERIAL,
@@ -465,3 +467,24 @@ def test_the_prefilled_days_are_not_sent_to_a_microsoft_ca(
     sent = sorted((call["operation"]["Details"] for call in sign_calls(pam360)), key=len)
     assert "Validity" not in sent[0]
     assert sent[1]["Validity"] == 30
+
+
+def test_a_slow_csr_list_answers_the_select_in_time_and_fills_it_later(make_bot: Any) -> None:
+    bot: Bot = make_bot()
+    arrived = threading.Event()
+    release = threading.Event()
+
+    def slow_list(_request: Any) -> tuple[int, dict[str, str], str]:
+        arrived.set()
+        release.wait(timeout=20)
+        return 200, {}, json.dumps(CSR_ROWS)
+
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, LIST_URL, callback=slow_list)
+        # Slack gives up on an answer after 3 seconds: no options beat no answer.
+        assert suggest(bot, "csr") == []
+        assert arrived.is_set()
+        release.set()
+
+        wait_until(lambda: suggest(bot, "csr") != [])
+        assert [call.request.url for call in mock.calls] == [LIST_URL]

@@ -7,7 +7,8 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 # Posting fails this way when the bot is not in the channel (a DM, a private channel).
 NOT_A_MEMBER = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
 CSR_LIST_TTL = 60.0
+# How long the form's CSR select waits for PAM360's list before answering with no options.
+OPTIONS_WAIT_SECONDS = 2.0
 # A request number as typed or on a button: ASCII digits only (str.isdigit() takes "²"), and
 # few enough of them for the store's integers.
 REQUEST_NUMBER = re.compile(r"#?([0-9]{1,18})")
@@ -71,6 +74,28 @@ class CSRDirectory:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._cached: dict[str | None, tuple[float, CSRList]] = {}
+        # One fetch at a time for the form's select, however fast the person types.
+        self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csr-list")
+        self._fetching: Future[CSRList] | None = None
+
+    def close(self) -> None:
+        self._fetcher.shutdown(wait=True)
+
+    def listing_within(self, seconds: float) -> CSRList | None:
+        """The default organization's list if it can be had within `seconds` (the select's
+        options must be acked within Slack's 3), else None while the fetch goes on to fill
+        the cache for the next keystroke; raises PAM360Error when it cannot be read."""
+        with self._lock:
+            cached = self._cached.get(None)
+            if cached and time.monotonic() - cached[0] < self.ttl:
+                return cached[1]
+            if self._fetching is None or self._fetching.done():
+                self._fetching = self._fetcher.submit(self.listing)
+            fetching = self._fetching
+        try:
+            return fetching.result(timeout=seconds)
+        except FutureTimeout:
+            return None
 
     def listing(self, org: str | None = None) -> CSRList:
         """The list (of `org`, else PAM360_ORG's), from cache when fresh; raises PAM360Error
@@ -207,10 +232,11 @@ class Listeners:
     def on_csr_options(self, ack: Ack, body: dict[str, Any]) -> None:
         """The CSR select's options: PAM360's CSRs matching what the person typed."""
         try:
-            entries = self.directory.listing().entries
+            listing = self.directory.listing_within(OPTIONS_WAIT_SECONDS)
         except PAM360Error as exc:
             logger.warning("no CSR options for the form: %s", exc)
-            entries = []
+            listing = None
+        entries = listing.entries if listing is not None else []
         ack(options=form.csr_options(entries, str(body.get("value") or "")))
 
     def on_form_submit(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
