@@ -97,6 +97,12 @@ def sendable_header(value: str) -> bool:
     return not value[:1].isspace() and "\r" not in value and "\n" not in value
 
 
+def result_of(body: Any) -> dict[str, Any]:
+    """PAM360's `result` object (status and message) of a JSON answer; empty when missing."""
+    result = body.get("result") if isinstance(body, dict) else None
+    return result if isinstance(result, dict) else {}
+
+
 def said_no(response: requests.Response) -> bool:
     """A 500 that carries PAM360's own failure result: PAM360 itself answered, and refused.
     A gateway's 502 or 504 never speaks for PAM360."""
@@ -106,8 +112,7 @@ def said_no(response: requests.Response) -> bool:
         body = response.json()
     except ValueError:
         return False
-    result = body.get("result") if isinstance(body, dict) else None
-    status = str(result.get("status", "")) if isinstance(result, dict) else ""
+    status = str(result_of(body).get("status", ""))
     return bool(status) and status.lower() != "success"
 
 
@@ -124,8 +129,7 @@ def unclear_success(response: requests.Response) -> str:
         return NOT_PAM360_JSON if text.startswith(("{", "[")) else ""
     if not isinstance(body, dict):
         return NOT_PAM360_JSON
-    result = body.get("result")
-    status = result.get("status") if isinstance(result, dict) else None
+    status = result_of(body).get("status")
     if not isinstance(status, str) or not status.strip():
         return "an answer without a result status came back"
     return ""
@@ -254,9 +258,9 @@ class Transport:
         if once:
             self._refuse_unclear(response)
         body = self._json_body(response)
-        result = body.get("result") if isinstance(body, dict) else None
-        status = str(result.get("status", "")) if isinstance(result, dict) else ""
-        message = str(result.get("message", "")) if isinstance(result, dict) else ""
+        result = result_of(body)
+        status = str(result.get("status", ""))
+        message = str(result.get("message", ""))
         if response.status_code in AUTH_STATUSES:
             raise AuthenticationRefused(message)
         if response.status_code >= 400:
