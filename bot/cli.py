@@ -147,6 +147,7 @@ def start(settings: Settings, host: str, port: int, app_token: str | None) -> Se
     """Builds the bot and starts serving it; every failure becomes a StartupError."""
     from bot import serve as serving
     from bot.runtime import build_runtime
+    from bot.slack.app import slack_error
 
     try:
         runtime = build_runtime(settings)
@@ -176,11 +177,6 @@ def start(settings: Settings, host: str, port: int, app_token: str | None) -> Se
     except Exception as exc:
         raise StartupError(f"could not start: {type(exc).__name__}: {exc}") from None
     return service
-
-
-def slack_error(exc: SlackApiError) -> str:
-    """Slack's error code (such as invalid_auth), which never holds the token."""
-    return str(exc.response.get("error", "error")) if exc.response is not None else "error"
 
 
 def sandbox(args: argparse.Namespace) -> int:

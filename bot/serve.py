@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.builtin import SocketModeClient
 
 from bot.runtime import Runtime
+from bot.slack.app import slack_error
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +143,7 @@ class Service:
         try:
             self.socket.connect()
         except SlackApiError as exc:
-            error = exc.response.get("error", "error") if exc.response is not None else "error"
-            raise StartFailed(f"SLACK_APP_TOKEN was refused by Slack: {error}") from None
+            raise StartFailed(f"SLACK_APP_TOKEN was refused by Slack: {slack_error(exc)}") from None
         except OSError as exc:
             url = self.runtime.settings.slack_api_url
             raise StartFailed(f"could not reach Slack at SLACK_API_URL ({url}): {exc}") from None

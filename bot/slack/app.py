@@ -40,7 +40,7 @@ REQUEST_NUMBER = re.compile(r"#?([0-9]{1,18})")
 
 
 def slack_error(exc: SlackApiError) -> str:
-    """Slack's error code, such as not_in_channel or ratelimited."""
+    """Slack's error code, such as not_in_channel or invalid_auth; it never holds a token."""
     return str(exc.response.get("error", "error")) if exc.response is not None else "error"
 
 
