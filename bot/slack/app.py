@@ -86,9 +86,9 @@ class CSRDirectory:
         options must be acked within Slack's 3), else None while the fetch goes on to fill
         the cache for the next keystroke; raises PAM360Error when it cannot be read."""
         with self._lock:
-            cached = self._cached.get(None)
-            if cached and time.monotonic() - cached[0] < self.ttl:
-                return cached[1]
+            fresh = self._fresh(None)
+            if fresh is not None:
+                return fresh
             if self._fetching is None or self._fetching.done():
                 self._fetching = self._fetcher.submit(self.listing)
             fetching = self._fetching
@@ -103,13 +103,21 @@ class CSRDirectory:
         if self.client is None:
             raise PAM360Error("No PAM360 client is configured.")
         with self._lock:
-            cached = self._cached.get(org)
-            if cached and time.monotonic() - cached[0] < self.ttl:
-                return cached[1]
+            fresh = self._fresh(org)
+        if fresh is not None:
+            return fresh
         listing = self.client.list_csrs(org=org)
         with self._lock:
             self._cached[org] = (time.monotonic(), listing)
         return listing
+
+    def _fresh(self, org: str | None) -> CSRList | None:
+        """The cached list of `org` while it is younger than the TTL; the caller holds the
+        lock."""
+        cached = self._cached.get(org)
+        if cached and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        return None
 
     def summary(self, csr_id: int, org: str | None = None) -> dict[str, Any] | None:
         """What the approver should see of a CSR; None when PAM360's list cannot be read."""
